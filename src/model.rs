@@ -1,0 +1,126 @@
+//! The small typed facts the whole server speaks: subscription ids, license keys, billing intervals.
+//! Stripe's and LicenseSpring's JSON is turned into these at the edge (the clients and the event model),
+//! so the billing flows never see raw JSON.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A Stripe subscription id (`sub_...`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SubscriptionId(pub String);
+
+impl SubscriptionId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SubscriptionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A LicenseSpring license key (`H5KP-Y2ML-LQWJ-WGC3`). Not a secret: it is what the customer types in.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct LicenseKey(pub String);
+
+impl LicenseKey {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for LicenseKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A LicenseSpring license id (16-digit integer, below 2^53).
+pub type LicenseId = i64;
+
+/// The unit of a Stripe price's `recurring.interval`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IntervalUnit {
+    Day,
+    Week,
+    Month,
+    Year,
+}
+
+impl IntervalUnit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IntervalUnit::Day => "day",
+            IntervalUnit::Week => "week",
+            IntervalUnit::Month => "month",
+            IntervalUnit::Year => "year",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<IntervalUnit> {
+        match text {
+            "day" => Some(IntervalUnit::Day),
+            "week" => Some(IntervalUnit::Week),
+            "month" => Some(IntervalUnit::Month),
+            "year" => Some(IntervalUnit::Year),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for IntervalUnit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One billing cycle: `interval` x `interval_count` (3 months is quarterly).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BillingInterval {
+    pub unit: IntervalUnit,
+    pub count: u32,
+}
+
+impl BillingInterval {
+    /// LicenseSpring's `valid_duration` for one cycle. LicenseSpring documents only the units `d`, `m`
+    /// and `y`, so weeks become days.
+    pub fn valid_duration(&self) -> String {
+        let n = u64::from(self.count.max(1));
+        match self.unit {
+            IntervalUnit::Day => format!("{n}d"),
+            IntervalUnit::Week => format!("{}d", 7 * n),
+            IntervalUnit::Month => format!("{n}m"),
+            IntervalUnit::Year => format!("{n}y"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valid_duration_for_each_unit() {
+        let cycle = |unit, count| BillingInterval { unit, count }.valid_duration();
+        assert_eq!(cycle(IntervalUnit::Day, 1), "1d");
+        assert_eq!(cycle(IntervalUnit::Week, 1), "7d");
+        assert_eq!(cycle(IntervalUnit::Week, 2), "14d");
+        assert_eq!(cycle(IntervalUnit::Month, 1), "1m");
+        assert_eq!(cycle(IntervalUnit::Month, 3), "3m");
+        assert_eq!(cycle(IntervalUnit::Year, 1), "1y");
+    }
+
+    #[test]
+    fn interval_unit_round_trips() {
+        for unit in [IntervalUnit::Day, IntervalUnit::Week, IntervalUnit::Month, IntervalUnit::Year] {
+            assert_eq!(IntervalUnit::parse(unit.as_str()), Some(unit));
+        }
+        assert_eq!(IntervalUnit::parse("fortnight"), None);
+    }
+}

@@ -1,0 +1,128 @@
+//! HTTP routes: the home page, payment links, health, and the Stripe webhook endpoint.
+
+mod webhooks;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use serde_json::json;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::StartError;
+use crate::settings::{Secret, Settings};
+use crate::stripe::StripeClient;
+
+/// How long any request may take before it is answered 503. Each upstream call has its own, shorter,
+/// timeout; this bounds a whole webhook so Stripe always gets an answer within 30 s.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(25);
+
+/// Largest accepted request body; Stripe events are far smaller.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// What every handler shares: the upstream clients and the settings they need.
+#[derive(Clone)]
+pub struct AppState(Arc<AppContext>);
+
+pub struct AppContext {
+    pub stripe: StripeClient,
+    pub stripe_price_id: String,
+    pub webhook_secrets: Vec<Secret>,
+    pub webhook_tolerance: Duration,
+}
+
+impl AppState {
+    pub fn new(settings: &Settings) -> Result<AppState, StartError> {
+        let stripe = StripeClient::new(
+            settings.stripe_api_base.clone(),
+            settings.stripe_secret_key.clone(),
+            settings.upstream_timeout,
+        );
+        Ok(AppState(Arc::new(AppContext {
+            stripe,
+            stripe_price_id: settings.stripe_price_id.clone(),
+            webhook_secrets: settings.webhook_secrets.clone(),
+            webhook_tolerance: settings.webhook_tolerance,
+        })))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppContext;
+    fn deref(&self) -> &AppContext {
+        &self.0
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(home))
+        .route("/create-payment-link", get(create_payment_link_json).post(create_payment_link_redirect))
+        .route("/healthz", get(healthz))
+        .merge(webhooks::router())
+        .fallback(not_found)
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                .on_request(())
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
+        .with_state(state)
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "home.html")]
+struct HomePage {}
+
+async fn home() -> HomePage {
+    HomePage {}
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "error.html")]
+struct ErrorPage {
+    title: String,
+    message: String,
+}
+
+async fn create_payment_link_json(State(state): State<AppState>) -> Response {
+    match state.stripe.create_payment_link(&state.stripe_price_id).await {
+        Ok(link) => Json(json!({ "url": link.url })).into_response(),
+        Err(error) => {
+            tracing::warn!(%error, "creating a payment link failed");
+            (StatusCode::BAD_GATEWAY, Json(json!({ "error": error.to_string() }))).into_response()
+        }
+    }
+}
+
+async fn create_payment_link_redirect(State(state): State<AppState>) -> Response {
+    match state.stripe.create_payment_link(&state.stripe_price_id).await {
+        Ok(link) => Redirect::to(&link.url).into_response(),
+        Err(error) => {
+            tracing::warn!(%error, "creating a payment link failed");
+            let page = ErrorPage {
+                title: "The payment link could not be created".to_owned(),
+                message: error.to_string(),
+            };
+            (StatusCode::BAD_GATEWAY, page).into_response()
+        }
+    }
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn not_found() -> (StatusCode, &'static str) {
+    (StatusCode::NOT_FOUND, "not found")
+}

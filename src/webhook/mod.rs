@@ -1,0 +1,1 @@
+//! Stripe webhooks: signature verification and the typed event model.
