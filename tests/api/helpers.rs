@@ -1,0 +1,238 @@
+//! Shared test harness: the real server on a loopback port, and a scripted upstream that records
+#![allow(dead_code)] // each test module uses a different part of the harness
+//! every request it receives.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use stripe_licensespring::settings::Settings;
+
+/// Settings a test starts from: every required value set, upstreams pointed at `stripe_base` and
+/// `licensespring_base`, and the cache in a fresh temporary directory.
+pub struct TestSettings {
+    pub values: Vec<(String, String)>,
+    pub dir: tempfile::TempDir,
+}
+
+pub const STRIPE_KEY: &str = "sk_test_51TestKeyDoNotLeak0000000000";
+pub const LICENSESPRING_KEY: &str = "AbCdEfGh.0123456789abcdefghijklmnopqrstuv";
+pub const WEBHOOK_SECRET: &str = "whsec_test_secret_abc123";
+pub const PRICE_ID: &str = "price_1TestMonthly00000001";
+pub const PRODUCT_CODE: &str = "ACME";
+pub const ORDER_BASE: &str = "stripe-license";
+
+impl TestSettings {
+    pub fn new(stripe_base: &str, licensespring_base: &str) -> TestSettings {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cache = dir.path().join("cache.json");
+        let values = [
+            ("API_MANAGAMENT_KEY", LICENSESPRING_KEY),
+            ("PRODUCT_SHORT_CODE", PRODUCT_CODE),
+            ("ORDER_BASE_STRING", ORDER_BASE),
+            ("BASE_URL", licensespring_base),
+            ("STRIPE_PRIVATE_KEY", STRIPE_KEY),
+            ("STRIPE_PRODUCT", PRICE_ID),
+            ("STRIPE_SECRET", WEBHOOK_SECRET),
+            ("STRIPE_API_BASE", stripe_base),
+            ("HOST", "127.0.0.1"),
+            ("PORT", "0"),
+            ("CACHE_PATH", cache.to_str().expect("utf-8 temp path")),
+            ("UPSTREAM_TIMEOUT_SECS", "2"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        TestSettings { values, dir }
+    }
+
+    pub fn set(mut self, name: &str, value: &str) -> TestSettings {
+        self.values.retain(|(k, _)| k != name);
+        self.values.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub fn settings(&self) -> Settings {
+        Settings::from_lookup(|name| self.values.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+            .expect("test settings are valid")
+    }
+}
+
+/// The real application, serving on a free loopback port until dropped.
+pub struct TestApp {
+    pub address: SocketAddr,
+    pub http: reqwest::Client,
+    pub settings: TestSettings,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl TestApp {
+    pub async fn spawn(settings: TestSettings) -> TestApp {
+        let built = settings.settings();
+        let app = stripe_licensespring::build_app(&built).await.expect("app builds");
+        let listener = stripe_licensespring::bind(&built).await.expect("binds");
+        let address = listener.local_addr().expect("local address");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = stripe_licensespring::serve(listener, app, async {
+                let _ = rx.await;
+            })
+            .await;
+        });
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(40))
+            .build()
+            .expect("client");
+        TestApp { address, http, settings, shutdown: Some(tx) }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.address, path)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).send().await.expect("request reaches the app")
+    }
+
+    pub async fn post(&self, path: &str) -> reqwest::Response {
+        self.http.post(self.url(path)).send().await.expect("request reaches the app")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// One request as an upstream received it.
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    pub method: Method,
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl RecordedRequest {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The body decoded as a form, brackets and all, as `(key, value)` pairs in order.
+    pub fn form(&self) -> Vec<(String, String)> {
+        url::form_urlencoded::parse(&self.body).into_owned().collect()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("the body is JSON")
+    }
+}
+
+/// What the scripted upstream answers next.
+#[derive(Debug, Clone)]
+pub enum Scripted {
+    Answer {
+        status: u16,
+        content_type: &'static str,
+        body: String,
+    },
+    /// Waits this long before answering 200 `{}`: longer than the client's timeout means a hang.
+    Hang(Duration),
+}
+
+impl Scripted {
+    pub fn json(status: u16, body: serde_json::Value) -> Scripted {
+        Scripted::Answer { status, content_type: "application/json", body: body.to_string() }
+    }
+
+    pub fn text(status: u16, body: &str) -> Scripted {
+        Scripted::Answer { status, content_type: "text/html", body: body.to_owned() }
+    }
+}
+
+#[derive(Default)]
+struct Script {
+    requests: Vec<RecordedRequest>,
+    queue: VecDeque<Scripted>,
+    fallback: Option<Scripted>,
+}
+
+/// A fake upstream that answers from a script (a queue, then a fallback; `200 {}` when both are
+/// empty) and records each request exactly, for tests of what a client sends.
+#[derive(Clone)]
+pub struct ScriptedUpstream {
+    pub base_url: String,
+    script: Arc<Mutex<Script>>,
+}
+
+impl ScriptedUpstream {
+    pub async fn start() -> ScriptedUpstream {
+        let script = Arc::new(Mutex::new(Script::default()));
+        let shared = script.clone();
+        let app =
+            axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+                let script = shared.clone();
+                async move { answer(script, method, uri, headers, body).await }
+            });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        ScriptedUpstream { base_url: format!("http://{address}"), script }
+    }
+
+    /// Answers the next request with this, then go back to the queue/fallback.
+    pub fn push(&self, answer: Scripted) {
+        self.script.lock().unwrap().queue.push_back(answer);
+    }
+
+    /// Answers every request (after the queue) with this.
+    pub fn always(&self, answer: Scripted) {
+        self.script.lock().unwrap().fallback = Some(answer);
+    }
+
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.script.lock().unwrap().requests.clone()
+    }
+}
+
+async fn answer(
+    script: Arc<Mutex<Script>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let next = {
+        let mut script = script.lock().unwrap();
+        script.requests.push(RecordedRequest {
+            method,
+            path: uri.path().to_owned(),
+            query: uri.query().map(str::to_owned),
+            headers,
+            body,
+        });
+        script.queue.pop_front().or_else(|| script.fallback.clone())
+    };
+    match next {
+        None => (StatusCode::OK, [("content-type", "application/json")], "{}").into_response(),
+        Some(Scripted::Answer { status, content_type, body }) => {
+            (StatusCode::from_u16(status).expect("valid status"), [("content-type", content_type)], body)
+                .into_response()
+        }
+        Some(Scripted::Hang(duration)) => {
+            tokio::time::sleep(duration).await;
+            (StatusCode::OK, [("content-type", "application/json")], "{}").into_response()
+        }
+    }
+}
