@@ -1,6 +1,6 @@
 //! Shared test harness: the real server on a loopback port, and a scripted upstream that records
-#![allow(dead_code)] // each test module uses a different part of the harness
 //! every request it receives.
+#![allow(dead_code)] // each test module uses a different part of the harness
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
