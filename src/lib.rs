@@ -58,6 +58,7 @@ pub async fn serve(
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
+        tracing::info!("shutting down: waiting up to {}s for requests in flight", SHUTDOWN_GRACE.as_secs());
         let _ = stopping_tx.send(());
     });
     let server = server.into_future();
@@ -66,7 +67,6 @@ pub async fn serve(
         result = &mut server => return result,
         _ = stopping_rx => {}
     }
-    tracing::info!("shutting down: waiting up to {}s for requests in flight", SHUTDOWN_GRACE.as_secs());
     match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
         Ok(result) => result,
         Err(_) => {
@@ -110,7 +110,8 @@ pub async fn shutdown_signal() {
 /// Sets up logging with the given filter (`RUST_LOG`); one line per request comes from the web layer.
 pub fn init_tracing(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "info".into());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi).try_init();
 }
 
 /// The one HTTP client setup every upstream client uses: bounded connect and total time, no

@@ -105,8 +105,16 @@ impl Settings {
     /// Reads the process environment, then `.env` in the working directory for what the
     /// environment does not set (the real environment wins).
     pub fn from_env() -> Result<Settings, SettingsError> {
-        let dotenv = read_dotenv(Path::new(".env"))?;
-        Settings::from_lookup(|name| std::env::var(name).ok().or_else(|| dotenv.get(name).cloned()))
+        Settings::from_env_and_file(Path::new(".env"), |name| std::env::var(name).ok())
+    }
+
+    /// Reads `env` first, then the dotenv file at `path` (which may be missing).
+    pub fn from_env_and_file(
+        path: &Path,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Settings, SettingsError> {
+        let dotenv = read_dotenv(path)?;
+        Settings::from_lookup(|name| env(name).or_else(|| dotenv.get(name).cloned()))
     }
 
     /// Builds settings from any source of named values; all validation lives here.
@@ -322,5 +330,183 @@ impl Reader<'_> {
                 }
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STRIPE_KEY: &str = "sk_test_51SecretStripeKey000";
+    const LS_KEY: &str = "AbCdEfGh.0123456789abcdefghijklmnopqrstuv";
+    const WEBHOOK_SECRET: &str = "whsec_secretWebhook000";
+
+    /// The tutorial's `.env`, with its spelling, quotes, spaces around `=` and trailing blanks.
+    fn tutorial_env() -> String {
+        format!(
+            "API_MANAGAMENT_KEY = \"{LS_KEY}\"   \n\
+             UUID = \"c4a9bd13-5b1f-4f2b-8d6e-2f9e0e7d1a11\"  \n\
+             SHARED_KEY = \"kw4qSnpSwXzgiv5yxYpZZmFEd9QAeiKTQ6OuyMja\"  \n\
+             PRODUCT_SHORT_CODE = \"acme\"  \n\
+             ORDER_BASE_STRING = \"stripe-license\"\n\
+             BASE_URL = \"https://saas.licensespring.com\"  \n\
+             API_URL = \"https://api.licensespring.com\"  \n\
+             STRIPE_PRIVATE_KEY = \"{STRIPE_KEY}\"  \n\
+             STRIPE_PRODUCT = \"price_1OdJ8cKq3ZtR7pLmAbCdEfGh\"   \n\
+             STRIPE_SECRET = \"{WEBHOOK_SECRET}\"    \n\
+             PAYMENT_LINK = \"https://buy.stripe.com/test_abc\"  \n"
+        )
+    }
+
+    fn write_env(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".env");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    fn problems_for(values: &[(&str, &str)]) -> Vec<String> {
+        let lookup = |name: &str| values.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string());
+        Settings::from_lookup(lookup).expect_err("settings must be refused").problems
+    }
+
+    #[test]
+    fn the_tutorials_env_file_loads_unchanged() {
+        let (_dir, path) = write_env(&tutorial_env());
+        let settings = Settings::from_env_and_file(&path, |_| None).expect("tutorial .env loads");
+        assert_eq!(settings.licensespring_api_key.expose(), LS_KEY);
+        assert_eq!(settings.product_short_code, "acme");
+        assert_eq!(settings.stripe_secret_key.expose(), STRIPE_KEY);
+        assert_eq!(settings.stripe_price_id, "price_1OdJ8cKq3ZtR7pLmAbCdEfGh");
+        assert_eq!(settings.webhook_secrets, vec![Secret::new(WEBHOOK_SECRET)]);
+        assert_eq!(settings.licensespring_base_url.as_str(), "https://saas.licensespring.com/");
+        assert_eq!(
+            settings.license_api_url.as_ref().map(Url::as_str),
+            Some("https://api.licensespring.com/")
+        );
+        assert_eq!(settings.stripe_api_base.as_str(), "https://api.stripe.com/");
+        assert_eq!((settings.host.as_str(), settings.port), ("127.0.0.1", 5000));
+        assert_eq!(settings.cache_path, PathBuf::from("cache.json"));
+        assert_eq!(settings.cache_capacity, 100);
+        assert_eq!(settings.webhook_tolerance, Duration::from_secs(300));
+        assert_eq!(settings.log_filter, "info");
+    }
+
+    #[test]
+    fn the_correct_spelling_of_the_management_key_is_accepted_too() {
+        let text = tutorial_env().replace("API_MANAGAMENT_KEY", "API_MANAGEMENT_KEY");
+        let (_dir, path) = write_env(&text);
+        let settings = Settings::from_env_and_file(&path, |_| None).unwrap();
+        assert_eq!(settings.licensespring_api_key.expose(), LS_KEY);
+    }
+
+    #[test]
+    fn the_real_environment_wins_over_the_file() {
+        let (_dir, path) = write_env(&tutorial_env());
+        let env = |name: &str| match name {
+            "PORT" => Some("6001".to_owned()),
+            "STRIPE_SECRET" => Some("whsec_one, whsec_two".to_owned()),
+            _ => None,
+        };
+        let settings = Settings::from_env_and_file(&path, env).unwrap();
+        assert_eq!(settings.port, 6001);
+        assert_eq!(settings.webhook_secrets, vec![Secret::new("whsec_one"), Secret::new("whsec_two")]);
+    }
+
+    #[test]
+    fn a_missing_env_file_is_fine_when_the_environment_has_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_d, full) = write_env(&tutorial_env());
+        let from_file = read_dotenv(&full).unwrap();
+        let settings = Settings::from_env_and_file(&dir.path().join(".env"), |n| from_file.get(n).cloned());
+        assert!(settings.is_ok());
+    }
+
+    #[test]
+    fn every_missing_setting_is_named_in_one_error() {
+        let problems = problems_for(&[]);
+        let text = problems.join("\n");
+        for name in [
+            "API_MANAGAMENT_KEY or API_MANAGEMENT_KEY",
+            "PRODUCT_SHORT_CODE",
+            "ORDER_BASE_STRING",
+            "STRIPE_PRIVATE_KEY",
+            "STRIPE_PRODUCT",
+            "STRIPE_SECRET",
+        ] {
+            assert!(text.contains(&format!("{name}: missing")), "{name} not named in:\n{text}");
+        }
+        assert_eq!(problems.len(), 6, "{text}");
+    }
+
+    #[test]
+    fn every_malformed_setting_is_named_with_what_is_expected() {
+        let problems = problems_for(&[
+            ("API_MANAGAMENT_KEY", LS_KEY),
+            ("PRODUCT_SHORT_CODE", "acme"),
+            ("ORDER_BASE_STRING", "stripe-license"),
+            ("STRIPE_PRIVATE_KEY", "pk_test_publishableNotSecret"),
+            ("STRIPE_PRODUCT", "prod_NotAPrice"),
+            ("STRIPE_SECRET", "whsec_good,notasecret"),
+            ("BASE_URL", "saas.licensespring.com"),
+            ("STRIPE_API_BASE", "ftp://example.com"),
+            ("API_URL", "::"),
+            ("PORT", "http"),
+            ("CACHE_CAPACITY", "0"),
+            ("WEBHOOK_TOLERANCE_SECS", "-5"),
+            ("UPSTREAM_TIMEOUT_SECS", "90"),
+            ("RUST_LOG", "info,[[["),
+        ]);
+        let text = problems.join("\n");
+        for expected in [
+            "STRIPE_PRIVATE_KEY: expected a Stripe secret key starting with sk_ or rk_",
+            "STRIPE_PRODUCT: expected a Stripe price id starting with price_",
+            "STRIPE_SECRET: expected webhook signing secrets starting with whsec_",
+            "BASE_URL: expected an http(s) URL",
+            "STRIPE_API_BASE: expected an http(s) URL",
+            "API_URL: expected an http(s) URL",
+            "PORT: expected a TCP port",
+            "CACHE_CAPACITY: expected a whole number of at least 1",
+            "WEBHOOK_TOLERANCE_SECS: expected a whole number of seconds",
+            "UPSTREAM_TIMEOUT_SECS: expected a whole number of seconds, 1 to 30",
+            "RUST_LOG: expected a log filter",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+        }
+        assert_eq!(problems.len(), 11, "{text}");
+    }
+
+    #[test]
+    fn secrets_never_appear_in_errors_or_debug() {
+        let problems = problems_for(&[
+            ("API_MANAGAMENT_KEY", LS_KEY),
+            ("STRIPE_PRIVATE_KEY", "pk_live_doNotShowThisKey"),
+            ("STRIPE_SECRET", "not_whsec_doNotShowThisSecret"),
+            ("SHARED_KEY", "sharedDoNotShow"),
+        ]);
+        let text = problems.join("\n");
+        for secret in [LS_KEY, "pk_live_doNotShowThisKey", "doNotShowThisSecret", "sharedDoNotShow"] {
+            assert!(!text.contains(secret), "{secret} leaked into:\n{text}");
+        }
+
+        let (_dir, path) = write_env(&tutorial_env());
+        let settings = Settings::from_env_and_file(&path, |_| None).unwrap();
+        let debug = format!("{settings:?} {settings:#?}");
+        for secret in
+            [LS_KEY, STRIPE_KEY, WEBHOOK_SECRET, "kw4qSnpSwXzgiv5yxYpZZmFEd9QAeiKTQ6OuyMja", "c4a9bd13"]
+        {
+            assert!(!debug.contains(secret), "{secret} leaked into Debug");
+        }
+        assert!(debug.contains("[redacted]"));
+        assert_eq!(settings.stripe_secret_key.to_string(), "[redacted]");
+    }
+
+    #[test]
+    fn a_broken_env_file_is_refused_without_quoting_it() {
+        let (_dir, path) = write_env("STRIPE_PRIVATE_KEY=\"sk_test_unterminatedSecret\nPORT=1\n");
+        let error = Settings::from_env_and_file(&path, |_| None).expect_err("refused");
+        let text = error.to_string();
+        assert!(text.contains(".env: cannot be parsed"), "{text}");
+        assert!(!text.contains("unterminatedSecret"), "{text}");
     }
 }

@@ -1,0 +1,90 @@
+//! The binary as a user starts it: settings errors before listening, `PORT=0`, graceful shutdown.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::helpers::*;
+
+fn binary() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_stripe-licensespring"));
+    command.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    command
+}
+
+#[test]
+fn missing_settings_stop_the_server_before_it_listens_naming_each_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = binary()
+        .current_dir(dir.path())
+        .env("STRIPE_PRIVATE_KEY", "pk_test_notASecretKeyButStillHidden")
+        .env("PORT", "not-a-port")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for name in [
+        "API_MANAGAMENT_KEY",
+        "PRODUCT_SHORT_CODE",
+        "ORDER_BASE_STRING",
+        "STRIPE_PRIVATE_KEY: expected a Stripe secret key",
+        "STRIPE_PRODUCT",
+        "STRIPE_SECRET",
+        "PORT: expected a TCP port",
+    ] {
+        assert!(stderr.contains(name), "{name} not in:\n{stderr}");
+    }
+    assert!(!stderr.contains("notASecretKeyButStillHidden"), "{stderr}");
+    assert!(!stderr.contains("listening"), "{stderr}");
+}
+
+#[test]
+fn a_corrupt_env_file_stops_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(".env"), "STRIPE_SECRET=\"whsec_unterminated\n").unwrap();
+    let output = binary().current_dir(dir.path()).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(".env: cannot be parsed"), "{stderr}");
+    assert!(!stderr.contains("whsec_unterminated"), "{stderr}");
+}
+
+#[tokio::test]
+async fn port_zero_serves_on_the_printed_port_and_sigterm_stops_it_cleanly() {
+    let settings = TestSettings::new("http://127.0.0.1:9", "http://127.0.0.1:9");
+    let mut command = binary();
+    command.current_dir(settings.dir.path()).env("RUST_LOG", "info");
+    for (name, value) in &settings.values {
+        command.env(name, value);
+    }
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+
+    // tracing writes to stdout; find the line that says where the server listens.
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let address = loop {
+        let line = lines.next().expect("the server logs before it exits").unwrap();
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            break rest.trim().to_owned();
+        }
+    };
+    let port: u16 = address.rsplit(':').next().unwrap().parse().unwrap();
+    assert_ne!(port, 0);
+
+    let health = reqwest::get(format!("http://{address}/healthz")).await.unwrap();
+    assert_eq!(health.status(), 200);
+
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let started = Instant::now();
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "the server did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exit.success(), "{exit:?}");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(rest.iter().any(|l| l.contains("shutting down")), "{rest:?}");
+}
