@@ -7,8 +7,10 @@
 //! - [`web`]: routes, pages and the error-to-status mapping;
 //! - [`webhook`]: `Stripe-Signature` verification and the typed event model;
 //! - [`stripe`]: the Stripe API client;
+//! - [`licensespring`]: the LicenseSpring Management API client;
 //! - [`model`]: the small types shared by all of them.
 
+pub mod licensespring;
 pub mod model;
 pub mod settings;
 pub mod stripe;
