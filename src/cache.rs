@@ -359,31 +359,33 @@ impl Writer {
                     removed
                 })
                 .collect();
-            let written = match changed {
-                true => on_disk
+            let written = if changed {
+                on_disk
                     .to_json()
                     .and_then(|bytes| write_durably(&self.path, &bytes))
-                    .map_err(|e| io_error(&self.path, "write", e)),
-                false => Ok(()),
+                    .map_err(|e| io_error(&self.path, "write", e))
+            } else {
+                Ok(())
             };
 
-            let mut published = self.published.write().unwrap_or_else(|p| p.into_inner());
             match written {
                 Ok(()) => {
                     #[cfg(test)]
                     self.writes.fetch_add(u64::from(changed), Ordering::Relaxed);
-                    for job in &batch {
-                        published.apply(&job.change);
+                    if changed {
+                        // Publishing replays the batch: O(changes), so readers barely wait.
+                        let mut published = self.published.write().unwrap_or_else(|p| p.into_inner());
+                        for job in &batch {
+                            published.apply(&job.change);
+                        }
                     }
-                    drop(published);
                     for (job, answer) in batch.into_iter().zip(answers) {
                         let _ = job.done.send(Ok(answer));
                     }
                 }
                 Err(error) => {
                     // Nothing of this batch is on disk: forget it (O(n), on this rare path only).
-                    on_disk = published.clone();
-                    drop(published);
+                    on_disk = self.published.read().unwrap_or_else(|p| p.into_inner()).clone();
                     tracing::error!(%error, changes = batch.len(), "the cache file could not be written");
                     for job in batch {
                         let _ = job.done.send(Err(error.clone()));
@@ -441,7 +443,9 @@ fn io_error(path: &Path, action: &'static str, error: io::Error) -> CacheError {
 
 /// Replaces `path` with `bytes` so that a crash at any moment leaves the old file or the new one:
 /// a uniquely named temporary file in the same directory, fsynced, renamed over `path`, then the
-/// directory fsynced so the rename itself survives a power loss.
+/// directory fsynced so the rename itself survives a power loss. (If only that last fsync fails,
+/// the new file may stay although the caller is told the change failed; the next write, made from
+/// memory, brings the file back in line.)
 fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
     static NEXT_TEMP: AtomicU64 = AtomicU64::new(0);
     let directory = match path.parent() {
