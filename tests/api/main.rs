@@ -2,3 +2,6 @@
 
 mod helpers;
 mod home;
+mod licensespring_client;
+mod startup;
+mod stripe_client;
