@@ -24,9 +24,9 @@ use crate::settings::Secret;
 /// scaled by a random factor in [½, 1] (Stripe's advice: exponential backoff with jitter).
 pub const RETRY_DELAYS: [Duration; 2] = [Duration::from_millis(500), Duration::from_millis(1000)];
 
-/// No retry starts later than this after the first attempt, so retries add at most ~3 s to a call
-/// that keeps failing fast. A timeout is not retried in process: it has already used the call's
-/// whole time budget, and the webhook's retry will come back to it.
+/// No retry starts later than this after the first attempt, so a subscription call takes at most
+/// this plus one upstream timeout. A timeout is not retried in process: it has already used the
+/// call's whole time budget, and Stripe's redelivery of the webhook will come back to it.
 pub const RETRY_WINDOW: Duration = Duration::from_secs(3);
 
 /// Why a Stripe call failed. Never carries the API key.
@@ -93,7 +93,7 @@ pub struct Subscription {
     /// `metadata.license_key`, once this server has written it.
     pub license_key: Option<LicenseKey>,
     pub metadata: BTreeMap<String, String>,
-    /// The first item's `price.recurring` (or legacy `plan`) interval.
+    /// The first recurring item's `price.recurring` (else legacy `plan`) interval and count.
     pub interval: BillingInterval,
     /// End of the current period: top-level before basil, per item from basil on (the latest).
     pub current_period_end: Option<DateTime<Utc>>,
