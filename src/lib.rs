@@ -7,8 +7,12 @@
 //! - [`web`]: routes, pages and the error-to-status mapping;
 //! - [`webhook`]: `Stripe-Signature` verification and the typed event model;
 //! - [`stripe`]: the Stripe API client;
+//! - [`licensespring`]: the LicenseSpring Management API client;
+//! - [`cache`]: the subscription cache file (`CACHE_PATH`);
 //! - [`model`]: the small types shared by all of them.
 
+pub mod cache;
+pub mod licensespring;
 pub mod model;
 pub mod settings;
 pub mod stripe;
@@ -30,12 +34,18 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub enum StartError {
     #[error("cannot listen on {address}: {source}")]
     Bind { address: String, source: std::io::Error },
+    /// The cache file is unreadable or not in the cache format (the message names it).
+    #[error(transparent)]
+    Cache(#[from] cache::CacheError),
     #[error("{0}")]
     Other(String),
 }
 
 /// Builds the application's router from the settings (clients, cache, routes).
 pub async fn build_app(settings: &Settings) -> Result<axum::Router, StartError> {
+    // Opened first so a corrupt cache file stops the server before it listens. The flows will
+    // take it through `AppState`; until they land, it is only checked.
+    let _cache = cache::SubscriptionCache::open(&settings.cache_path, settings.cache_capacity)?;
     let state = web::AppState::new(settings)?;
     Ok(web::router(state))
 }

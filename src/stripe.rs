@@ -1,15 +1,33 @@
 //! Stripe API client: the few REST calls this server makes, form-encoded as Stripe expects, with
 //! Stripe's error JSON turned into a typed error. The base URL is configurable so tests and the
 //! sandbox point it at a local simulator.
+//!
+//! Subscription calls retry retryable failures in process, briefly: see [`RETRY_DELAYS`].
 
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use rand::distr::Alphanumeric;
 
 use serde::Deserialize;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use url::Url;
 
+use crate::model::{BillingInterval, IntervalUnit, LicenseKey, SubscriptionId};
 use crate::settings::Secret;
+
+/// Pauses before the in-process retries of a subscription call (at most two retries), each
+/// scaled by a random factor in [½, 1] (Stripe's advice: exponential backoff with jitter).
+pub const RETRY_DELAYS: [Duration; 2] = [Duration::from_millis(500), Duration::from_millis(1000)];
+
+/// No retry starts later than this after the first attempt, so a subscription call takes at most
+/// this plus one upstream timeout. A timeout is not retried in process: it has already used the
+/// call's whole time budget, and Stripe's redelivery of the webhook will come back to it.
+pub const RETRY_WINDOW: Duration = Duration::from_secs(3);
 
 /// Why a Stripe call failed. Never carries the API key.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +48,9 @@ pub enum StripeError {
     Transport(String),
     #[error("Stripe's answer could not be read: {0}")]
     Unreadable(String),
+    /// Refused before sending: the id would not be one URL path segment.
+    #[error("not a Stripe object id (letters, digits and _ only): {0:?}")]
+    InvalidId(String),
 }
 
 impl StripeError {
@@ -41,7 +62,7 @@ impl StripeError {
                 should_retry.unwrap_or(*status == 409 || *status == 429 || *status >= 500)
             }
             StripeError::Timeout | StripeError::Transport(_) => true,
-            StripeError::Unreadable(_) => false,
+            StripeError::Unreadable(_) | StripeError::InvalidId(_) => false,
         }
     }
 
@@ -59,6 +80,121 @@ impl StripeError {
 pub struct PaymentLink {
     pub id: String,
     pub url: String,
+}
+
+/// A Stripe subscription, read from either payload generation (before and from
+/// `2025-03-31.basil`): from `GET /v1/subscriptions/{id}`, or from a webhook's `data.object`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "RawSubscription")]
+pub struct Subscription {
+    pub id: SubscriptionId,
+    /// `active`, `past_due`, `canceled`, ... (kept as Stripe spells it).
+    pub status: String,
+    /// `metadata.license_key`, once this server has written it.
+    pub license_key: Option<LicenseKey>,
+    pub metadata: BTreeMap<String, String>,
+    /// The first recurring item's `price.recurring` (else legacy `plan`) interval and count.
+    pub interval: BillingInterval,
+    /// End of the current period: top-level before basil, per item from basil on (the latest).
+    pub current_period_end: Option<DateTime<Utc>>,
+    pub canceled_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Deserialize)]
+struct RawSubscription {
+    id: SubscriptionId,
+    status: String,
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+    #[serde(default)]
+    current_period_end: Option<i64>,
+    #[serde(default)]
+    canceled_at: Option<i64>,
+    #[serde(default)]
+    ended_at: Option<i64>,
+    items: RawItems,
+}
+
+#[derive(Deserialize)]
+struct RawItems {
+    data: Vec<RawItem>,
+}
+
+#[derive(Deserialize)]
+struct RawItem {
+    #[serde(default)]
+    price: Option<RawPrice>,
+    #[serde(default)]
+    plan: Option<RawRecurring>,
+    #[serde(default)]
+    current_period_end: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct RawPrice {
+    #[serde(default)]
+    recurring: Option<RawRecurring>,
+}
+
+#[derive(Deserialize)]
+struct RawRecurring {
+    interval: String,
+    interval_count: u32,
+}
+
+impl TryFrom<RawSubscription> for Subscription {
+    type Error = String;
+
+    fn try_from(raw: RawSubscription) -> Result<Subscription, String> {
+        let recurring = raw
+            .items
+            .data
+            .iter()
+            .find_map(|item| item.price.as_ref().and_then(|p| p.recurring.as_ref()).or(item.plan.as_ref()))
+            .ok_or_else(|| format!("subscription {} has no recurring price", raw.id))?;
+        let unit = IntervalUnit::parse(&recurring.interval)
+            .ok_or_else(|| format!("subscription {}: unknown interval {:?}", raw.id, recurring.interval))?;
+        let interval = BillingInterval { unit, count: recurring.interval_count };
+        let current_period_end = raw
+            .items
+            .data
+            .iter()
+            .filter_map(|item| item.current_period_end)
+            .chain(raw.current_period_end)
+            .max()
+            .map(timestamp)
+            .transpose()?;
+        let license_key = raw
+            .metadata
+            .get("license_key")
+            .filter(|key| !key.trim().is_empty())
+            .map(|key| LicenseKey(key.clone()));
+        Ok(Subscription {
+            license_key,
+            interval,
+            current_period_end,
+            canceled_at: raw.canceled_at.map(timestamp).transpose()?,
+            ended_at: raw.ended_at.map(timestamp).transpose()?,
+            id: raw.id,
+            status: raw.status,
+            metadata: raw.metadata,
+        })
+    }
+}
+
+fn timestamp(seconds: i64) -> Result<DateTime<Utc>, String> {
+    DateTime::from_timestamp(seconds, 0).ok_or_else(|| format!("timestamp {seconds} is out of range"))
+}
+
+#[derive(Serialize)]
+struct LicenseKeyMetadata<'a> {
+    metadata: LicenseKeyField<'a>,
+}
+
+#[derive(Serialize)]
+struct LicenseKeyField<'a> {
+    license_key: &'a LicenseKey,
 }
 
 #[derive(Serialize)]
@@ -108,6 +244,27 @@ impl StripeClient {
     pub async fn create_payment_link(&self, price_id: &str) -> Result<PaymentLink, StripeError> {
         let form = CreatePaymentLink { line_items: [LineItem { price: price_id, quantity: 1 }] };
         self.post_form("/v1/payment_links", &form, None).await
+    }
+
+    /// `GET /v1/subscriptions/{id}`: the live subscription (its metadata is authoritative, unlike
+    /// an invoice's snapshot). Retries retryable failures briefly, see [`RETRY_DELAYS`].
+    pub async fn retrieve_subscription(&self, id: &SubscriptionId) -> Result<Subscription, StripeError> {
+        let path = format!("/v1/subscriptions/{}", path_segment(id.as_str())?);
+        with_retries(|| self.get(&path)).await
+    }
+
+    /// `POST /v1/subscriptions/{id}` with `metadata[license_key]=..` (Stripe merges metadata, so
+    /// other keys stay). One fresh `Idempotency-Key` per call, reused only by this call's own
+    /// retries: a key reused by a later webhook delivery could replay a saved 500 for a day.
+    pub async fn set_subscription_license_key(
+        &self,
+        id: &SubscriptionId,
+        license_key: &LicenseKey,
+    ) -> Result<Subscription, StripeError> {
+        let path = format!("/v1/subscriptions/{}", path_segment(id.as_str())?);
+        let form = LicenseKeyMetadata { metadata: LicenseKeyField { license_key } };
+        let idempotency_key = new_idempotency_key();
+        with_retries(|| self.post_form(&path, &form, Some(&idempotency_key))).await
     }
 
     fn url(&self, path: &str) -> Url {
@@ -175,5 +332,125 @@ fn transport_error(error: reqwest::Error) -> StripeError {
         StripeError::Timeout
     } else {
         StripeError::Transport(crate::error_chain(&error.without_url()))
+    }
+}
+
+/// A Stripe id as one URL path segment: anything but letters, digits and `_` is refused, so an id
+/// can never add path segments or a query.
+fn path_segment(id: &str) -> Result<&str, StripeError> {
+    if !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        Ok(id)
+    } else {
+        Err(StripeError::InvalidId(id.to_owned()))
+    }
+}
+
+/// 32 random letters and digits (Stripe allows up to 255 characters).
+fn new_idempotency_key() -> String {
+    rand::rng().sample_iter(Alphanumeric).take(32).map(char::from).collect()
+}
+
+/// Runs `attempt`, then again after [`RETRY_DELAYS`] (with jitter) while it fails retryably, within
+/// [`RETRY_WINDOW`]. The caller's closure must send the same request (and Idempotency-Key) each time.
+async fn with_retries<T, F, Fut>(mut attempt: F) -> Result<T, StripeError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StripeError>>,
+{
+    let started = Instant::now();
+    let mut delays = RETRY_DELAYS.iter();
+    loop {
+        let error = match attempt().await {
+            Err(error) if error.is_retryable() && !matches!(error, StripeError::Timeout) => error,
+            result => return result,
+        };
+        let Some(delay) = delays.next() else { return Err(error) };
+        let delay = delay.mul_f64(rand::rng().random_range(0.5..=1.0));
+        if started.elapsed() + delay > RETRY_WINDOW {
+            return Err(error);
+        }
+        tracing::debug!(%error, delay_ms = delay.as_millis(), "retrying a Stripe call");
+        tokio::time::sleep(delay).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deleted_subscription(generation: &str) -> serde_json::Value {
+        let path = format!(
+            "{}/tests/fixtures/stripe/events/{generation}/customer.subscription.deleted.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(path).expect("fixture");
+        let event: serde_json::Value = serde_json::from_str(&text).expect("fixture is JSON");
+        event["data"]["object"].clone()
+    }
+
+    fn at(seconds: i64) -> Option<DateTime<Utc>> {
+        DateTime::from_timestamp(seconds, 0)
+    }
+
+    #[test]
+    fn both_generations_read_into_the_same_subscription() {
+        for generation in ["acacia", "basil"] {
+            let subscription: Subscription =
+                serde_json::from_value(deleted_subscription(generation)).expect(generation);
+            assert_eq!(subscription.id.as_str(), "sub_1TestLicense0000000001", "{generation}");
+            assert_eq!(subscription.status, "canceled");
+            assert_eq!(subscription.license_key, Some(LicenseKey("TEST-7KQM-4XRW-9BNC".to_owned())));
+            assert_eq!(subscription.interval, BillingInterval { unit: IntervalUnit::Month, count: 1 });
+            assert_eq!(subscription.current_period_end, at(1769270400), "{generation}");
+            assert_eq!(subscription.canceled_at, at(1767456000));
+            assert_eq!(subscription.ended_at, at(1767456000));
+        }
+    }
+
+    #[test]
+    fn period_end_is_the_latest_of_the_items_and_plan_is_a_fallback() {
+        let subscription: Subscription = serde_json::from_value(serde_json::json!({
+            "id": "sub_1", "status": "active", "metadata": {},
+            "items": {"data": [
+                {"plan": {"interval": "week", "interval_count": 2}, "current_period_end": 1700000000},
+                {"price": {"recurring": null}, "current_period_end": 1800000000},
+            ]},
+        }))
+        .expect("subscription");
+        assert_eq!(subscription.interval, BillingInterval { unit: IntervalUnit::Week, count: 2 });
+        assert_eq!(subscription.current_period_end, at(1800000000));
+        assert_eq!(subscription.license_key, None);
+        assert_eq!((subscription.canceled_at, subscription.ended_at), (None, None));
+    }
+
+    #[test]
+    fn a_subscription_without_a_recurring_price_is_unreadable() {
+        let read = |items| {
+            serde_json::from_value::<Subscription>(
+                serde_json::json!({"id": "sub_1", "status": "active", "items": {"data": items}}),
+            )
+            .map_err(|e| e.to_string())
+        };
+        let error = read(serde_json::json!([])).expect_err("no items");
+        assert!(error.contains("sub_1 has no recurring price"), "{error}");
+        let error = read(serde_json::json!([{"plan": {"interval": "fortnight", "interval_count": 1}}]))
+            .expect_err("unit");
+        assert!(error.contains("unknown interval \"fortnight\""), "{error}");
+    }
+
+    #[test]
+    fn only_plain_ids_become_path_segments() {
+        assert_eq!(path_segment("sub_1TestLicense0000000001").ok(), Some("sub_1TestLicense0000000001"));
+        for bad in ["", "sub_1/../../v1/customers", "sub_1?expand=x", "sub_1%2F", "sub 1", "süb_1"] {
+            assert!(matches!(path_segment(bad), Err(StripeError::InvalidId(_))), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn idempotency_keys_are_fresh() {
+        let (a, b) = (new_idempotency_key(), new_idempotency_key());
+        assert_eq!(a.len(), 32);
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
+        assert_ne!(a, b);
     }
 }

@@ -2,4 +2,6 @@
 
 mod helpers;
 mod home;
+mod licensespring_client;
 mod startup;
+mod stripe_client;
