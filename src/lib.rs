@@ -7,9 +7,11 @@
 //! - [`web`]: routes, pages and the error-to-status mapping;
 //! - [`webhook`]: `Stripe-Signature` verification and the typed event model;
 //! - [`stripe`]: the Stripe API client;
-//! - [`model`]: the small types shared by all of them.
+//! - [`model`]: the small types shared by all of them;
+//! - [`sandbox`]: in-process Stripe and LicenseSpring simulators for the tests and `--demo`.
 
 pub mod model;
+pub mod sandbox;
 pub mod settings;
 pub mod stripe;
 pub mod web;
