@@ -78,11 +78,7 @@ impl FaultKind {
 
     /// A status with an HTML body, as a proxy or load balancer in front of an API answers.
     pub fn html(status: u16, body: impl Into<String>) -> FaultKind {
-        FaultKind::Status {
-            status,
-            body: body.into(),
-            content_type: "text/html; charset=utf-8".to_owned(),
-        }
+        FaultKind::Status { status, body: body.into(), content_type: "text/html; charset=utf-8".to_owned() }
     }
 }
 

@@ -108,11 +108,8 @@ pub struct LicenseSpringSim {
 /// Starts a simulator on a free loopback port.
 pub async fn start(config: LicenseSpringSimConfig) -> io::Result<LicenseSpringSim> {
     let bound = BoundListener::bind().await?;
-    let shared = Arc::new(Shared {
-        config,
-        base_url: bound.base_url.clone(),
-        state: Mutex::new(Store::default()),
-    });
+    let shared =
+        Arc::new(Shared { config, base_url: bound.base_url.clone(), state: Mutex::new(Store::default()) });
     let server = bound.serve(routes(shared.clone()), Frontdoor::new("/api/"));
     Ok(LicenseSpringSim { server, shared })
 }
@@ -280,7 +277,7 @@ struct NewLicense {
 async fn create_order(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     let body = match json_body(&headers, &body) {
         Ok(body) => body,
-        Err(refusal) => return refusal,
+        Err((status, message)) => return detail(status, &message),
     };
     let order = match parse_order(&body, &shared.config.products) {
         Ok(order) => order,
@@ -295,7 +292,10 @@ async fn create_order(State(shared): State<Arc<Shared>>, headers: HeaderMap, bod
         let used = state.licenses.iter().any(|l| l.license_key.0 == license.key)
             || order.licenses[..index].iter().any(|other| other.key == license.key);
         if used {
-            return detail(StatusCode::BAD_REQUEST, &format!("License with key {} already exists.", license.key));
+            return detail(
+                StatusCode::BAD_REQUEST,
+                &format!("License with key {} already exists.", license.key),
+            );
         }
     }
 
@@ -304,7 +304,12 @@ async fn create_order(State(shared): State<Arc<Shared>>, headers: HeaderMap, bod
         Some(index) => index,
         None => {
             let id = state.next_order_id();
-            state.orders.push(SimOrder { id, store_id: order.store_id.clone(), license_ids: Vec::new(), created_at: now });
+            state.orders.push(SimOrder {
+                id,
+                store_id: order.store_id.clone(),
+                license_ids: Vec::new(),
+                created_at: now,
+            });
             state.orders.len() - 1
         }
     };
@@ -371,7 +376,9 @@ fn parse_order(body: &Value, products: &[String]) -> Result<NewOrder, String> {
         let item = item.as_object().ok_or_else(|| format!("items[{i}]: Expected an object."))?;
         let product_code = match item.get("product_code") {
             Some(Value::String(code)) if products.contains(code) => code.clone(),
-            Some(Value::String(code)) => return Err(format!("items[{i}].product_code: Product {code:?} does not exist.")),
+            Some(Value::String(code)) => {
+                return Err(format!("items[{i}].product_code: Product {code:?} does not exist."));
+            }
             _ => return Err(format!("items[{i}].product_code: This field is required.")),
         };
         let entries = match item.get("licenses") {
@@ -389,9 +396,11 @@ fn parse_order(body: &Value, products: &[String]) -> Result<NewOrder, String> {
                 Some(Value::String(kind)) if LICENSE_TYPES.contains(&kind.as_str()) => kind.clone(),
                 _ => return Err(format!("{at}.license_type: Expected one of {}.", LICENSE_TYPES.join(", "))),
             };
-            let is_trial = optional_bool(entry, "is_trial").map_err(|e| format!("{at}.{e}"))?.unwrap_or(false);
+            let is_trial =
+                optional_bool(entry, "is_trial").map_err(|e| format!("{at}.{e}"))?.unwrap_or(false);
             let validity_period = optional_date(entry, "validity_period").map_err(|e| format!("{at}.{e}"))?;
-            let valid_duration = optional_duration(entry, "valid_duration").map_err(|e| format!("{at}.{e}"))?;
+            let valid_duration =
+                optional_duration(entry, "valid_duration").map_err(|e| format!("{at}.{e}"))?;
             licenses.push(NewLicense {
                 product_code: product_code.clone(),
                 key,
@@ -437,7 +446,9 @@ async fn list_licenses(State(shared): State<Arc<Shared>>, RawQuery(query): RawQu
         let mut url = shared.base_url.join("api/v1/licenses/").ok()?;
         {
             let mut pairs = url.query_pairs_mut();
-            for (name, value) in params.iter().filter(|(name, _)| !matches!(name.as_str(), "limit" | "offset")) {
+            for (name, value) in
+                params.iter().filter(|(name, _)| !matches!(name.as_str(), "limit" | "offset"))
+            {
                 pairs.append_pair(name, value);
             }
             pairs.append_pair("limit", &limit.to_string()).append_pair("offset", &offset.to_string());
@@ -468,7 +479,7 @@ async fn update_license(
 ) -> Response {
     let body = match json_body(&headers, &body) {
         Ok(body) => body,
-        Err(refusal) => return refusal,
+        Err((status, message)) => return detail(status, &message),
     };
     let mut state = lock(&shared.state);
     let Some(license) = state.license_mut(&id) else {
@@ -563,18 +574,18 @@ fn license_answer(license: &SimLicense, config: &LicenseSpringSimConfig) -> Resp
 }
 
 /// Reads a JSON request body as Django REST framework does: JSON content type required when
-/// there is a body; an empty body is an empty object.
-fn json_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, Response> {
+/// there is a body; an empty body is an empty object. A refusal is the status and its `detail`.
+fn json_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, (StatusCode, String)> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Value::Object(Map::new()));
     }
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !content_type.trim_start().to_ascii_lowercase().starts_with("application/json") {
         let message = format!("Unsupported media type \"{content_type}\" in request.");
-        return Err(detail(StatusCode::UNSUPPORTED_MEDIA_TYPE, &message));
+        return Err((StatusCode::UNSUPPORTED_MEDIA_TYPE, message));
     }
     serde_json::from_slice(body)
-        .map_err(|error| detail(StatusCode::BAD_REQUEST, &format!("JSON parse error - {error}")))
+        .map_err(|error| (StatusCode::BAD_REQUEST, format!("JSON parse error - {error}")))
 }
 
 fn query_params(query: Option<&str>) -> HashMap<String, String> {
@@ -593,10 +604,14 @@ fn optional_bool(object: &Map<String, Value>, field: &str) -> Result<Option<bool
 fn optional_date(object: &Map<String, Value>, field: &str) -> Result<Option<NaiveDate>, String> {
     match object.get(field) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(text)) if text.len() == 10 => NaiveDate::parse_from_str(text, "%Y-%m-%d")
-            .map(Some)
-            .map_err(|_| format!("{field}: Date has wrong format. Use one of these formats instead: YYYY-MM-DD.")),
-        Some(_) => Err(format!("{field}: Date has wrong format. Use one of these formats instead: YYYY-MM-DD.")),
+        Some(Value::String(text)) if text.len() == 10 => {
+            NaiveDate::parse_from_str(text, "%Y-%m-%d").map(Some).map_err(|_| {
+                format!("{field}: Date has wrong format. Use one of these formats instead: YYYY-MM-DD.")
+            })
+        }
+        Some(_) => {
+            Err(format!("{field}: Date has wrong format. Use one of these formats instead: YYYY-MM-DD."))
+        }
     }
 }
 
@@ -607,10 +622,13 @@ fn optional_duration(object: &Map<String, Value>, field: &str) -> Result<Option<
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(text)) if text.is_ascii() => {
             let (count, unit) = text.split_at(text.len().saturating_sub(1));
-            let count_ok = !count.is_empty()
-                && !count.starts_with('0')
-                && count.bytes().all(|b| b.is_ascii_digit());
-            if count_ok && matches!(unit, "d" | "m" | "y") { Ok(Some(text.clone())) } else { Err(malformed()) }
+            let count_ok =
+                !count.is_empty() && !count.starts_with('0') && count.bytes().all(|b| b.is_ascii_digit());
+            if count_ok && matches!(unit, "d" | "m" | "y") {
+                Ok(Some(text.clone()))
+            } else {
+                Err(malformed())
+            }
         }
         Some(_) => Err(malformed()),
     }
@@ -723,7 +741,10 @@ mod tests {
             let key = key.as_str().expect("string");
             let groups: Vec<&str> = key.split('-').collect();
             assert_eq!(groups.len(), 4, "{key}");
-            assert!(groups.iter().all(|g| g.len() == 4 && g.bytes().all(|b| KEY_ALPHABET.contains(&b))), "{key}");
+            assert!(
+                groups.iter().all(|g| g.len() == 4 && g.bytes().all(|b| KEY_ALPHABET.contains(&b))),
+                "{key}"
+            );
         }
         let unknown = client.get("api/v1/orders/generate_license/?product=NOPE&quantity=1").await;
         assert_eq!(unknown, (404, json!({"detail": "Not found."})));
@@ -737,7 +758,10 @@ mod tests {
         let license_id = answer["order_items"][0]["licenses"][0]["id"].as_i64().expect("license id");
         assert_eq!(answer["order_items"][0]["licenses"][0]["license_key"], "AAAA-BBBB-CCCC-DDDD");
         assert_eq!(answer["id"].as_i64(), Some(sim.orders()[0].id));
-        assert!((1_000_000_000_000_000..9_007_199_254_740_992).contains(&license_id), "16 digits, below 2^53");
+        assert!(
+            (1_000_000_000_000_000..9_007_199_254_740_992).contains(&license_id),
+            "16 digits, below 2^53"
+        );
 
         let (status, again) = client.create_order("stripe-license-sub_1", "EEEE-FFFF-GGGG-HHHH").await;
         assert_eq!((status, again), (400, json!({"detail": "Order with this id already exists."})));
@@ -865,12 +889,16 @@ mod tests {
     #[tokio::test]
     async fn faults_before_the_effect_change_nothing() {
         let (sim, client) = started().await;
-        sim.add_fault(Fault::new("create_order", FaultKind::json(500, r#"{"detail": "boom"}"#)).method(Method::POST));
+        sim.add_fault(
+            Fault::new("create_order", FaultKind::json(500, r#"{"detail": "boom"}"#)).method(Method::POST),
+        );
         let (status, answer) = client.create_order("o-1", "AAAA-BBBB-CCCC-DDDD").await;
         assert_eq!((status, answer), (500, json!({"detail": "boom"})));
         assert!(sim.orders().is_empty());
 
-        sim.add_fault(Fault::new("create_order", FaultKind::html(502, "<html>Bad gateway</html>")).after_effect());
+        sim.add_fault(
+            Fault::new("create_order", FaultKind::html(502, "<html>Bad gateway</html>")).after_effect(),
+        );
         assert_eq!(client.create_order("o-1", "AAAA-BBBB-CCCC-DDDD").await.0, 502);
         assert_eq!(sim.orders().len(), 1, "an after-effect fault keeps the change");
         let (status, _) = client.create_order("o-1", "AAAA-BBBB-CCCC-DDDD").await;
