@@ -8,6 +8,7 @@
 
 pub mod faults;
 pub mod licensespring_sim;
+pub mod stripe_sim;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -178,9 +179,7 @@ impl BoundListener {
         let listener = SimListener { inner: self.listener };
         let stopping = frontdoor.clone();
         let task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stopping.stopping().await })
-                .await
+            axum::serve(listener, app).with_graceful_shutdown(async move { stopping.stopping().await }).await
         });
         SimServer { base_url: self.base_url, frontdoor, task: Mutex::new(Some(task)) }
     }
@@ -299,11 +298,7 @@ impl SeverableStream {
 }
 
 impl AsyncRead for SeverableStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         this.check()?;
         Pin::new(&mut this.inner).poll_read(cx, buf)
