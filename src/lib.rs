@@ -9,11 +9,14 @@
 //! - [`stripe`]: the Stripe API client;
 //! - [`licensespring`]: the LicenseSpring Management API client;
 //! - [`cache`]: the subscription cache file (`CACHE_PATH`);
-//! - [`model`]: the small types shared by all of them.
+//! - [`billing`]: the flows that keep licenses in step with subscriptions;
+//! - [`model`]: the small types shared by all of them;
+//! - [`sandbox`]: in-process Stripe and LicenseSpring simulators for the tests and `--demo`.
 
 pub mod cache;
 pub mod licensespring;
 pub mod model;
+pub mod sandbox;
 pub mod settings;
 pub mod stripe;
 pub mod web;
