@@ -1,1 +1,5 @@
 //! Stripe webhooks: signature verification and the typed event model.
+
+pub mod signature;
+
+pub use signature::{SignatureError, verify};
