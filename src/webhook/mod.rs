@@ -1,1 +1,13 @@
 //! Stripe webhooks: signature verification and the typed event model.
+//!
+//! The route verifies first ([`verify`], over the raw body) and only then parses ([`parse_event`]);
+//! the rest of the server sees only the small types of [`event`].
+
+pub mod event;
+pub mod signature;
+
+pub use event::{
+    BillingReason, Event, EventError, EventKind, InvoicePaid, InvoiceSubscription, SubscriptionDeleted,
+    parse_event,
+};
+pub use signature::{SignatureError, verify};

@@ -10,6 +10,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use hmac::{Hmac, KeyInit, Mac};
 use stripe_licensespring::settings::Settings;
 
 /// Settings a test starts from: every required value set, upstreams pointed at `stripe_base` and
@@ -102,6 +103,37 @@ impl TestApp {
     pub async fn post(&self, path: &str) -> reqwest::Response {
         self.http.post(self.url(path)).send().await.expect("request reaches the app")
     }
+
+    /// POSTs `body` to `/webhooks` as Stripe does, with this `Stripe-Signature` (none when `None`).
+    pub async fn post_webhook(
+        &self,
+        body: impl Into<reqwest::Body>,
+        signature: Option<&str>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .http
+            .post(self.url("/webhooks"))
+            .header("content-type", "application/json; charset=utf-8")
+            .body(body);
+        if let Some(signature) = signature {
+            request = request.header("stripe-signature", signature);
+        }
+        request.send().await.expect("request reaches the app")
+    }
+}
+
+/// A `Stripe-Signature` value for `body`, signed with `secret` at Unix time `t`, the way Stripe
+/// signs: HMAC-SHA256 of `"{t}.{body}"`, keyed by the whole secret, as lower-case hex.
+pub fn sign(body: &[u8], secret: &str, t: i64) -> String {
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(format!("{t}.").as_bytes());
+    mac.update(body);
+    format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// The current Unix time, for signing.
+pub fn now() -> i64 {
+    chrono::Utc::now().timestamp()
 }
 
 impl Drop for TestApp {

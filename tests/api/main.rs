@@ -1,7 +1,9 @@
 //! Black-box tests: the real server on a loopback port against local upstreams.
 
+mod flows;
 mod helpers;
 mod home;
 mod licensespring_client;
 mod startup;
 mod stripe_client;
+mod webhooks;

@@ -1,0 +1,718 @@
+//! The typed event model: the few facts the billing flows need, read from either Stripe payload
+//! generation (before `2025-03-31.basil` and from it on) into our own types.
+//!
+//! Only the needed fields are deserialized; everything else is skipped unread. The envelope is read
+//! first and `data.object` only for the two handled event types, in a second pass with the struct
+//! for that object: Stripe puts `type` after `data`, so the object's shape is not known while it is
+//! read, and a `serde_json::Value` tree would cost far more than reading the bytes twice.
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde::de::{self, DeserializeOwned, IgnoredAny, MapAccess, Visitor};
+
+use crate::model::{BillingInterval, IntervalUnit, LicenseKey, SubscriptionId};
+
+/// The `type` of a paid invoice event.
+pub const INVOICE_PAID: &str = "invoice.paid";
+/// The `type` of an ended subscription event.
+pub const SUBSCRIPTION_DELETED: &str = "customer.subscription.deleted";
+
+/// A verified Stripe event, reduced to what the server needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// `evt_...`: the same on every delivery of this event.
+    pub id: String,
+    /// `type`, e.g. `invoice.paid`.
+    pub event_type: String,
+    /// The version `data` was rendered with; null on very old events.
+    pub api_version: Option<String>,
+    pub created: DateTime<Utc>,
+    pub kind: EventKind,
+}
+
+/// What the event means to this server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventKind {
+    InvoicePaid(InvoicePaid),
+    SubscriptionDeleted(SubscriptionDeleted),
+    /// Any other event type: answered 200 and otherwise left alone.
+    Ignored,
+}
+
+/// An `invoice.paid` event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvoicePaid {
+    /// `in_...`
+    pub invoice_id: String,
+    /// Why the invoice was billed; null on some old or one-off invoices.
+    pub billing_reason: Option<BillingReason>,
+    /// `None` for an invoice that belongs to no subscription (a one-off invoice): nothing to do.
+    pub subscription: Option<InvoiceSubscription>,
+}
+
+/// What a paid invoice says about its subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvoiceSubscription {
+    pub id: SubscriptionId,
+    /// The latest `period.end` of the invoice's non-proration subscription lines: the end of the
+    /// service period just paid for. `None` when the invoice has no such line (only prorations, after
+    /// a plan change), so it paid for no new period.
+    pub paid_until: Option<DateTime<Utc>>,
+    /// `license_key` in the invoice's snapshot of the subscription's metadata. Frozen when the invoice
+    /// was finalized, so the first invoice never carries it; the subscription itself is authoritative.
+    pub license_key: Option<LicenseKey>,
+    /// The line's billing interval; only pre-basil invoices carry it (basil lines hold only the price id).
+    pub interval: Option<BillingInterval>,
+}
+
+/// A `customer.subscription.deleted` event: the subscription has ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionDeleted {
+    pub id: SubscriptionId,
+    /// `metadata.license_key`: the subscription's live metadata, once the server wrote the key.
+    pub license_key: Option<LicenseKey>,
+    /// One billing cycle, from the first item's price (or plan).
+    pub interval: BillingInterval,
+    /// Top-level `current_period_end` (pre-basil), else the latest of the items' (basil).
+    pub current_period_end: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub canceled_at: Option<DateTime<Utc>>,
+    /// `status`, `canceled` once deleted.
+    pub status: String,
+}
+
+/// An invoice's `billing_reason`; the flows tell the first invoice from every later one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BillingReason {
+    /// The subscription's first invoice.
+    SubscriptionCreate,
+    /// A renewal.
+    SubscriptionCycle,
+    /// A plan or quantity change.
+    SubscriptionUpdate,
+    /// Any other value, e.g. `manual` or `subscription_threshold`, kept as Stripe sent it.
+    Other(String),
+}
+
+impl BillingReason {
+    pub fn parse(text: &str) -> BillingReason {
+        match text {
+            "subscription_create" => BillingReason::SubscriptionCreate,
+            "subscription_cycle" => BillingReason::SubscriptionCycle,
+            "subscription_update" => BillingReason::SubscriptionUpdate,
+            other => BillingReason::Other(other.to_owned()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            BillingReason::SubscriptionCreate => "subscription_create",
+            BillingReason::SubscriptionCycle => "subscription_cycle",
+            BillingReason::SubscriptionUpdate => "subscription_update",
+            BillingReason::Other(other) => other,
+        }
+    }
+}
+
+/// Why a verified body is not an event this server can act on. Never carries the body.
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    #[error("the body is not a Stripe event: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("the event has no `{0}`")]
+    MissingField(&'static str),
+    #[error("the event's `{field}` is not valid: {value}")]
+    InvalidField { field: &'static str, value: String },
+}
+
+/// Reads a verified webhook body. Other event types than the two handled ones need only the
+/// envelope (`id`, `type`, `created`); their `data` is not looked at.
+pub fn parse_event(body: &[u8]) -> Result<Event, EventError> {
+    let envelope: RawEnvelope = serde_json::from_slice(body)?;
+    let id = required(envelope.id, "id")?;
+    let event_type = required(envelope.event_type, "type")?;
+    let created = timestamp(required(envelope.created, "created")?, "created")?;
+    let kind = match event_type.as_str() {
+        INVOICE_PAID => EventKind::InvoicePaid(data_object::<RawInvoice>(body)?.into_event()?),
+        SUBSCRIPTION_DELETED => {
+            EventKind::SubscriptionDeleted(data_object::<RawSubscription>(body)?.into_event()?)
+        }
+        _ => EventKind::Ignored,
+    };
+    Ok(Event { id, event_type, api_version: envelope.api_version, created, kind })
+}
+
+/// The second pass: `data.object` as `T`, every other field skipped.
+fn data_object<T: DeserializeOwned>(body: &[u8]) -> Result<T, EventError> {
+    let raw: RawData<T> = serde_json::from_slice(body)?;
+    raw.data.and_then(|data| data.object).ok_or(EventError::MissingField("data.object"))
+}
+
+fn required<T>(value: Option<T>, field: &'static str) -> Result<T, EventError> {
+    value.ok_or(EventError::MissingField(field))
+}
+
+fn timestamp(unix: i64, field: &'static str) -> Result<DateTime<Utc>, EventError> {
+    DateTime::from_timestamp(unix, 0).ok_or(EventError::InvalidField { field, value: unix.to_string() })
+}
+
+fn optional_timestamp(unix: Option<i64>, field: &'static str) -> Result<Option<DateTime<Utc>>, EventError> {
+    unix.map(|unix| timestamp(unix, field)).transpose()
+}
+
+// The raw shapes: only the needed fields, all optional, so that a missing one is reported by its
+// path rather than by serde's position in the body.
+
+#[derive(Deserialize)]
+struct RawEnvelope {
+    id: Option<String>,
+    #[serde(rename = "type")]
+    event_type: Option<String>,
+    api_version: Option<String>,
+    created: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct RawData<T> {
+    data: Option<RawDataObject<T>>,
+}
+
+#[derive(Deserialize)]
+struct RawDataObject<T> {
+    object: Option<T>,
+}
+
+#[derive(Deserialize)]
+struct RawInvoice {
+    id: Option<String>,
+    billing_reason: Option<String>,
+    /// Pre-basil: the subscription id, or the subscription itself when expanded.
+    subscription: Option<ExpandableId>,
+    /// Pre-basil: the metadata snapshot.
+    subscription_details: Option<RawSubscriptionDetails>,
+    /// Basil: `parent.subscription_details.{subscription, metadata}`.
+    parent: Option<RawInvoiceParent>,
+    lines: Option<RawList<RawLine>>,
+}
+
+#[derive(Deserialize)]
+struct RawInvoiceParent {
+    subscription_details: Option<RawSubscriptionDetails>,
+}
+
+#[derive(Deserialize)]
+struct RawSubscriptionDetails {
+    subscription: Option<ExpandableId>,
+    metadata: Option<RawMetadata>,
+}
+
+#[derive(Deserialize)]
+struct RawMetadata {
+    license_key: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawList<T> {
+    data: Option<Vec<T>>,
+}
+
+#[derive(Deserialize)]
+struct RawLine {
+    /// Pre-basil: `subscription` or `invoiceitem`.
+    #[serde(rename = "type")]
+    line_type: Option<String>,
+    /// Pre-basil.
+    proration: Option<bool>,
+    /// Basil: `parent.type` and `parent.subscription_item_details.proration`.
+    parent: Option<RawLineParent>,
+    period: Option<RawPeriod>,
+    /// Pre-basil only; basil lines carry just the price id under `pricing`.
+    price: Option<RawPrice>,
+    plan: Option<RawRecurring>,
+}
+
+#[derive(Deserialize)]
+struct RawLineParent {
+    #[serde(rename = "type")]
+    parent_type: Option<String>,
+    subscription_item_details: Option<RawSubscriptionItemDetails>,
+}
+
+#[derive(Deserialize)]
+struct RawSubscriptionItemDetails {
+    proration: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct RawPeriod {
+    end: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct RawPrice {
+    recurring: Option<RawRecurring>,
+}
+
+/// `price.recurring`, or a `plan`, which has the same two fields.
+#[derive(Deserialize)]
+struct RawRecurring {
+    interval: Option<String>,
+    interval_count: Option<u32>,
+}
+
+#[derive(Deserialize)]
+struct RawSubscription {
+    id: Option<String>,
+    status: Option<String>,
+    metadata: Option<RawMetadata>,
+    /// Pre-basil only; basil has it per item.
+    current_period_end: Option<i64>,
+    ended_at: Option<i64>,
+    canceled_at: Option<i64>,
+    items: Option<RawList<RawSubscriptionItem>>,
+}
+
+#[derive(Deserialize)]
+struct RawSubscriptionItem {
+    price: Option<RawPrice>,
+    plan: Option<RawRecurring>,
+    current_period_end: Option<i64>,
+}
+
+impl RawInvoice {
+    fn into_event(self) -> Result<InvoicePaid, EventError> {
+        let invoice_id = required(self.id, "data.object.id")?;
+        let billing_reason = self.billing_reason.as_deref().map(BillingReason::parse);
+        // Basil moved both to `parent.subscription_details`; older versions have them at the top.
+        let details =
+            self.parent.and_then(|parent| parent.subscription_details).or(self.subscription_details);
+        let (details_subscription, snapshot) = match details {
+            Some(details) => (details.subscription, details.metadata),
+            None => (None, None),
+        };
+        let Some(ExpandableId(subscription_id)) = details_subscription.or(self.subscription) else {
+            return Ok(InvoicePaid { invoice_id, billing_reason, subscription: None });
+        };
+        let license_key = snapshot.and_then(RawMetadata::license_key);
+        let lines = required(self.lines.and_then(|lines| lines.data), "data.object.lines.data")?;
+        let (paid_until, interval) = paid_period(&lines)?;
+        Ok(InvoicePaid {
+            invoice_id,
+            billing_reason,
+            subscription: Some(InvoiceSubscription {
+                id: SubscriptionId(subscription_id),
+                paid_until,
+                license_key,
+                interval,
+            }),
+        })
+    }
+}
+
+/// The latest end among the non-proration subscription lines, and that line's interval.
+fn paid_period(lines: &[RawLine]) -> Result<(Option<DateTime<Utc>>, Option<BillingInterval>), EventError> {
+    const END: &str = "data.object.lines.data[].period.end";
+    let mut latest: Option<(i64, &RawLine)> = None;
+    for line in lines.iter().filter(|line| line.is_subscription() && !line.is_proration()) {
+        let end = required(line.period.as_ref().and_then(|period| period.end), END)?;
+        if latest.is_none_or(|(latest_end, _)| end > latest_end) {
+            latest = Some((end, line));
+        }
+    }
+    let Some((end, line)) = latest else {
+        return Ok((None, None));
+    };
+    let recurring = line.price.as_ref().and_then(|price| price.recurring.as_ref()).or(line.plan.as_ref());
+    let interval = recurring.map(RawRecurring::interval).transpose()?.flatten();
+    Ok((Some(timestamp(end, END)?), interval))
+}
+
+impl RawLine {
+    fn is_subscription(&self) -> bool {
+        self.line_type.as_deref() == Some("subscription")
+            || self.parent.as_ref().and_then(|parent| parent.parent_type.as_deref())
+                == Some("subscription_item_details")
+    }
+
+    fn is_proration(&self) -> bool {
+        self.proration == Some(true)
+            || self
+                .parent
+                .as_ref()
+                .and_then(|parent| parent.subscription_item_details.as_ref())
+                .and_then(|details| details.proration)
+                == Some(true)
+    }
+}
+
+impl RawMetadata {
+    /// An empty value means "no key": Stripe treats an empty metadata value as deleted.
+    fn license_key(self) -> Option<LicenseKey> {
+        self.license_key.filter(|key| !key.is_empty()).map(LicenseKey)
+    }
+}
+
+impl RawRecurring {
+    /// `None` when either field is absent; an interval Stripe does not define is an error.
+    fn interval(&self) -> Result<Option<BillingInterval>, EventError> {
+        let (Some(unit), Some(count)) = (&self.interval, self.interval_count) else {
+            return Ok(None);
+        };
+        let unit = IntervalUnit::parse(unit)
+            .ok_or_else(|| EventError::InvalidField { field: "interval", value: unit.clone() })?;
+        Ok(Some(BillingInterval { unit, count }))
+    }
+}
+
+impl RawSubscription {
+    fn into_event(self) -> Result<SubscriptionDeleted, EventError> {
+        const FIRST_ITEM: &str = "data.object.items.data[0]";
+        const INTERVAL: &str = "data.object.items.data[0].price.recurring";
+        let id = SubscriptionId(required(self.id, "data.object.id")?);
+        let status = required(self.status, "data.object.status")?;
+        let items = self.items.and_then(|items| items.data).unwrap_or_default();
+        let first = required(items.first(), FIRST_ITEM)?;
+        let recurring =
+            first.price.as_ref().and_then(|price| price.recurring.as_ref()).or(first.plan.as_ref());
+        let interval = required(recurring.map(RawRecurring::interval).transpose()?.flatten(), INTERVAL)?;
+        let period_end =
+            self.current_period_end.or(items.iter().filter_map(|item| item.current_period_end).max());
+        Ok(SubscriptionDeleted {
+            id,
+            license_key: self.metadata.and_then(RawMetadata::license_key),
+            interval,
+            current_period_end: optional_timestamp(period_end, "data.object.current_period_end")?,
+            ended_at: optional_timestamp(self.ended_at, "data.object.ended_at")?,
+            canceled_at: optional_timestamp(self.canceled_at, "data.object.canceled_at")?,
+            status,
+        })
+    }
+}
+
+/// An id field that Stripe may expand into the object: `"sub_..."` or `{"id": "sub_...", ...}`.
+/// Read without buffering: the object's other fields are skipped.
+struct ExpandableId(String);
+
+impl<'de> Deserialize<'de> for ExpandableId {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct IdVisitor;
+
+        impl<'de> Visitor<'de> for IdVisitor {
+            type Value = ExpandableId;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an id string or an object with an `id`")
+            }
+
+            fn visit_str<E: de::Error>(self, id: &str) -> Result<ExpandableId, E> {
+                Ok(ExpandableId(id.to_owned()))
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ExpandableId, A::Error> {
+                let mut id = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "id" && id.is_none() {
+                        id = Some(map.next_value::<String>()?);
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                id.map(ExpandableId).ok_or_else(|| de::Error::missing_field("id"))
+            }
+        }
+
+        deserializer.deserialize_any(IdVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    const EVENTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/stripe/events");
+    const SUBSCRIPTION: &str = "sub_1TestLicense0000000001";
+    const KEY: &str = "TEST-7KQM-4XRW-9BNC";
+
+    fn fixture(generation: &str, name: &str) -> Vec<u8> {
+        std::fs::read(format!("{EVENTS}/{generation}/{name}.json")).expect("fixture file")
+    }
+
+    fn fixture_json(generation: &str, name: &str) -> Value {
+        serde_json::from_slice(&fixture(generation, name)).expect("fixture is JSON")
+    }
+
+    fn parse_json(value: &Value) -> Result<Event, EventError> {
+        parse_event(value.to_string().as_bytes())
+    }
+
+    fn at(unix: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(unix, 0).expect("in range")
+    }
+
+    fn invoice_paid(event: Event) -> InvoicePaid {
+        match event.kind {
+            EventKind::InvoicePaid(invoice) => invoice,
+            other => panic!("expected invoice.paid, got {other:?}"),
+        }
+    }
+
+    fn subscription_deleted(event: Event) -> SubscriptionDeleted {
+        match event.kind {
+            EventKind::SubscriptionDeleted(deleted) => deleted,
+            other => panic!("expected customer.subscription.deleted, got {other:?}"),
+        }
+    }
+
+    fn missing_field(result: Result<Event, EventError>) -> &'static str {
+        match result {
+            Err(EventError::MissingField(field)) => field,
+            other => panic!("expected a missing field, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn both_generations_read_the_same_first_invoice() {
+        for generation in ["acacia", "basil"] {
+            let event =
+                parse_event(&fixture(generation, "invoice.paid.subscription_create")).expect(generation);
+            assert_eq!(event.event_type, "invoice.paid");
+            assert_eq!(event.created, at(1764000006));
+            let invoice = invoice_paid(event);
+            assert_eq!(invoice.invoice_id, "in_1TestCreate0000000001", "{generation}");
+            assert_eq!(invoice.billing_reason, Some(BillingReason::SubscriptionCreate), "{generation}");
+            let subscription = invoice.subscription.expect("a subscription invoice");
+            assert_eq!(subscription.id, SubscriptionId(SUBSCRIPTION.to_owned()), "{generation}");
+            assert_eq!(subscription.paid_until, Some(at(1766592000)), "{generation}: 2025-12-24T16:00Z");
+            assert_eq!(subscription.license_key, None, "{generation}: the first snapshot is empty");
+        }
+    }
+
+    #[test]
+    fn both_generations_read_the_same_renewal() {
+        for generation in ["acacia", "basil"] {
+            let event =
+                parse_event(&fixture(generation, "invoice.paid.subscription_cycle")).expect(generation);
+            let invoice = invoice_paid(event);
+            assert_eq!(invoice.invoice_id, "in_1TestCycle00000000001", "{generation}");
+            assert_eq!(invoice.billing_reason, Some(BillingReason::SubscriptionCycle), "{generation}");
+            let subscription = invoice.subscription.expect("a subscription invoice");
+            assert_eq!(subscription.id, SubscriptionId(SUBSCRIPTION.to_owned()), "{generation}");
+            assert_eq!(subscription.paid_until, Some(at(1769270400)), "{generation}: 2026-01-24T16:00Z");
+            assert_eq!(subscription.license_key, Some(LicenseKey(KEY.to_owned())), "{generation}");
+        }
+    }
+
+    #[test]
+    fn only_pre_basil_invoices_carry_the_interval() {
+        let monthly = Some(BillingInterval { unit: IntervalUnit::Month, count: 1 });
+        for (generation, expected) in [("acacia", monthly), ("basil", None)] {
+            let invoice =
+                invoice_paid(parse_event(&fixture(generation, "invoice.paid.subscription_cycle")).unwrap());
+            assert_eq!(invoice.subscription.expect("subscription").interval, expected, "{generation}");
+        }
+    }
+
+    #[test]
+    fn both_generations_read_the_same_deletion() {
+        for generation in ["acacia", "basil"] {
+            let event = parse_event(&fixture(generation, "customer.subscription.deleted")).expect(generation);
+            assert_eq!(event.created, at(1767456000));
+            let deleted = subscription_deleted(event);
+            assert_eq!(
+                deleted,
+                SubscriptionDeleted {
+                    id: SubscriptionId(SUBSCRIPTION.to_owned()),
+                    license_key: Some(LicenseKey(KEY.to_owned())),
+                    interval: BillingInterval { unit: IntervalUnit::Month, count: 1 },
+                    current_period_end: Some(at(1769270400)),
+                    ended_at: Some(at(1767456000)),
+                    canceled_at: Some(at(1767456000)),
+                    status: "canceled".to_owned(),
+                },
+                "{generation}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_envelope_is_kept() {
+        let event = parse_event(&fixture("basil", "invoice.paid.subscription_create")).unwrap();
+        assert_eq!(event.id, "evt_1TestInvPaidCreate00001");
+        assert_eq!(event.api_version.as_deref(), Some("2025-03-31.basil"));
+        let event = parse_event(&fixture("acacia", "invoice.paid.subscription_create")).unwrap();
+        assert_eq!(event.id, "evt_1TestInvPaidCreateAcacia");
+        assert_eq!(event.api_version.as_deref(), Some("2025-02-24.acacia"));
+    }
+
+    #[test]
+    fn an_invoice_without_a_subscription_is_not_a_subscription_invoice() {
+        let body = json!({
+            "id": "evt_1", "object": "event", "type": "invoice.paid", "created": 1767000000,
+            "data": {"object": {"id": "in_1", "object": "invoice", "billing_reason": "manual",
+                                "subscription": null, "parent": null, "metadata": {"license_key": "NOPE"},
+                                "lines": {"data": [{"type": "invoiceitem", "period": {"start": 1, "end": 2}}]}}}
+        });
+        let invoice = invoice_paid(parse_json(&body).unwrap());
+        assert_eq!(invoice.billing_reason, Some(BillingReason::Other("manual".to_owned())));
+        assert_eq!(invoice.subscription, None);
+        // The smallest invoice: nothing but its id.
+        let bare =
+            json!({"id": "evt_2", "type": "invoice.paid", "created": 1, "data": {"object": {"id": "in_2"}}});
+        assert_eq!(invoice_paid(parse_json(&bare).unwrap()).subscription, None);
+    }
+
+    #[test]
+    fn other_event_types_are_ignored_whatever_their_data() {
+        for data in [json!({"object": {"id": "sub_1", "items": 5}}), json!(null), json!("?")] {
+            let body =
+                json!({"id": "evt_1", "type": "customer.subscription.updated", "created": 1, "data": data});
+            let event = parse_json(&body).unwrap();
+            assert_eq!(event.kind, EventKind::Ignored);
+            assert_eq!(event.api_version, None);
+        }
+    }
+
+    #[test]
+    fn a_body_that_is_not_an_event_is_an_error() {
+        for body in [&b"{}"[..], b"[1]", b"null", b"", b"not json", b"{\"id\": 5}"] {
+            let error = parse_event(body).expect_err("not an event");
+            assert!(!error.to_string().is_empty());
+        }
+        assert_eq!(missing_field(parse_event(b"{}")), "id");
+    }
+
+    #[test]
+    fn missing_envelope_fields_are_named() {
+        let event = fixture_json("basil", "invoice.paid.subscription_create");
+        for (field, expected) in
+            [("id", "id"), ("type", "type"), ("created", "created"), ("data", "data.object")]
+        {
+            let mut broken = event.clone();
+            broken.as_object_mut().unwrap().remove(field);
+            assert_eq!(missing_field(parse_json(&broken)), expected);
+        }
+        let mut broken = event;
+        broken["data"]["object"] = Value::Null;
+        assert_eq!(missing_field(parse_json(&broken)), "data.object");
+    }
+
+    #[test]
+    fn missing_invoice_fields_are_named() {
+        for generation in ["acacia", "basil"] {
+            let event = fixture_json(generation, "invoice.paid.subscription_cycle");
+            let mut broken = event.clone();
+            broken["data"]["object"].as_object_mut().unwrap().remove("id");
+            assert_eq!(missing_field(parse_json(&broken)), "data.object.id", "{generation}");
+
+            let mut broken = event.clone();
+            broken["data"]["object"].as_object_mut().unwrap().remove("lines");
+            assert_eq!(missing_field(parse_json(&broken)), "data.object.lines.data", "{generation}");
+
+            let mut broken = event;
+            broken["data"]["object"]["lines"]["data"][0].as_object_mut().unwrap().remove("period");
+            assert_eq!(
+                missing_field(parse_json(&broken)),
+                "data.object.lines.data[].period.end",
+                "{generation}"
+            );
+        }
+    }
+
+    #[test]
+    fn missing_subscription_fields_are_named() {
+        for generation in ["acacia", "basil"] {
+            let event = fixture_json(generation, "customer.subscription.deleted");
+            for (field, expected) in [
+                ("id", "data.object.id"),
+                ("status", "data.object.status"),
+                ("items", "data.object.items.data[0]"),
+            ] {
+                let mut broken = event.clone();
+                broken["data"]["object"].as_object_mut().unwrap().remove(field);
+                assert_eq!(missing_field(parse_json(&broken)), expected, "{generation}");
+            }
+            let mut broken = event;
+            let item = broken["data"]["object"]["items"]["data"][0].as_object_mut().unwrap();
+            item.remove("price");
+            item.remove("plan");
+            assert_eq!(missing_field(parse_json(&broken)), "data.object.items.data[0].price.recurring");
+        }
+    }
+
+    #[test]
+    fn the_interval_falls_back_to_the_plan_and_must_be_known() {
+        let mut event = fixture_json("basil", "customer.subscription.deleted");
+        let item = &mut event["data"]["object"]["items"]["data"][0];
+        item.as_object_mut().unwrap().remove("price");
+        item["plan"]["interval"] = json!("year");
+        item["plan"]["interval_count"] = json!(2);
+        let deleted = subscription_deleted(parse_json(&event).unwrap());
+        assert_eq!(deleted.interval, BillingInterval { unit: IntervalUnit::Year, count: 2 });
+
+        event["data"]["object"]["items"]["data"][0]["plan"]["interval"] = json!("fortnight");
+        match parse_json(&event) {
+            Err(EventError::InvalidField { field: "interval", value }) => assert_eq!(value, "fortnight"),
+            other => panic!("expected an invalid interval, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn paid_until_is_the_latest_non_proration_subscription_line() {
+        let line = |kind: &str, proration: bool, end: i64| {
+            json!({"period": {"start": 0, "end": end},
+                   "parent": {"type": kind, "subscription_item_details": {"proration": proration}}})
+        };
+        let body = json!({
+            "id": "evt_1", "type": "invoice.paid", "created": 1,
+            "data": {"object": {
+                "id": "in_1", "billing_reason": "subscription_update",
+                "parent": {"type": "subscription_details",
+                           "subscription_details": {"subscription": "sub_1", "metadata": null}},
+                "lines": {"data": [
+                    line("subscription_item_details", false, 2000),
+                    line("subscription_item_details", true, 9000),
+                    line("invoice_item_details", false, 8000),
+                    line("subscription_item_details", false, 3000),
+                    line("subscription_item_details", false, 2500),
+                ]}}}
+        });
+        let subscription = invoice_paid(parse_json(&body).unwrap()).subscription.unwrap();
+        assert_eq!(subscription.paid_until, Some(at(3000)));
+        assert_eq!(subscription.license_key, None);
+
+        let prorations_only = json!({
+            "id": "evt_1", "type": "invoice.paid", "created": 1,
+            "data": {"object": {"id": "in_1", "subscription": "sub_1",
+                                "lines": {"data": [{"type": "subscription", "proration": true,
+                                                    "period": {"start": 0, "end": 5}}]}}}
+        });
+        let subscription = invoice_paid(parse_json(&prorations_only).unwrap()).subscription.unwrap();
+        assert_eq!(subscription.paid_until, None, "a proration pays for no new period");
+    }
+
+    #[test]
+    fn an_expanded_subscription_gives_its_id() {
+        let mut event = fixture_json("acacia", "invoice.paid.subscription_cycle");
+        event["data"]["object"]["subscription"] = json!({"object": "subscription", "metadata": {"license_key": "X"}, "id": SUBSCRIPTION, "items": {}});
+        let subscription = invoice_paid(parse_json(&event).unwrap()).subscription.unwrap();
+        assert_eq!(subscription.id.as_str(), SUBSCRIPTION);
+        assert_eq!(subscription.license_key, Some(LicenseKey(KEY.to_owned())), "still the snapshot's");
+    }
+
+    #[test]
+    fn invoice_metadata_is_not_the_subscription_metadata() {
+        let mut event = fixture_json("basil", "invoice.paid.subscription_create");
+        event["data"]["object"]["metadata"] = json!({"license_key": "FROM-THE-INVOICE"});
+        let subscription = invoice_paid(parse_json(&event).unwrap()).subscription.unwrap();
+        assert_eq!(subscription.license_key, None);
+    }
+
+    #[test]
+    fn billing_reasons_round_trip() {
+        for text in ["subscription_create", "subscription_cycle", "subscription_update", "manual"] {
+            assert_eq!(BillingReason::parse(text).as_str(), text);
+        }
+    }
+}
