@@ -13,6 +13,7 @@
 //! - [`model`]: the small types shared by all of them;
 //! - [`sandbox`]: in-process Stripe and LicenseSpring simulators for the tests and `--demo`.
 
+pub mod billing;
 pub mod cache;
 pub mod licensespring;
 pub mod model;
@@ -46,11 +47,9 @@ pub enum StartError {
 
 /// Builds the application's router from the settings (clients, cache, routes).
 pub async fn build_app(settings: &Settings) -> Result<axum::Router, StartError> {
-    // Opened first so a corrupt cache file stops the server before it listens. The flows will
-    // take it through `AppState`; until they land, it is only checked.
-    let _cache = cache::SubscriptionCache::open(&settings.cache_path, settings.cache_capacity)?;
-    let state = web::AppState::new(settings)?;
-    Ok(web::router(state))
+    // Opened first so a corrupt cache file stops the server before it listens.
+    let cache = cache::SubscriptionCache::open(&settings.cache_path, settings.cache_capacity)?;
+    Ok(web::router(web::AppState::new(settings, cache)))
 }
 
 /// Binds the listener first, so `PORT=0` works and the real port can be read back.

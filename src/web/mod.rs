@@ -18,7 +18,9 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::StartError;
+use crate::billing::{Billing, RecentEvents, SubscriptionLocks};
+use crate::cache::SubscriptionCache;
+use crate::licensespring::LicenseSpringClient;
 use crate::settings::{Secret, Settings};
 use crate::stripe::StripeClient;
 
@@ -38,21 +40,41 @@ pub struct AppContext {
     pub stripe_price_id: String,
     pub webhook_secrets: Vec<Secret>,
     pub webhook_tolerance: Duration,
+    pub billing: Billing<SubscriptionCache>,
+    /// Event ids handled lately: a repeated delivery is answered without calling anybody.
+    pub recent_events: RecentEvents,
 }
 
+/// How many handled event ids are remembered for answering repeats at once.
+const RECENT_EVENTS: usize = 10_000;
+
 impl AppState {
-    pub fn new(settings: &Settings) -> Result<AppState, StartError> {
+    pub fn new(settings: &Settings, cache: SubscriptionCache) -> AppState {
         let stripe = StripeClient::new(
             settings.stripe_api_base.clone(),
             settings.stripe_secret_key.clone(),
             settings.upstream_timeout,
         );
-        Ok(AppState(Arc::new(AppContext {
-            stripe,
+        let licensespring = LicenseSpringClient::new(
+            settings.licensespring_base_url.clone(),
+            settings.licensespring_api_key.clone(),
+            settings.upstream_timeout,
+        );
+        AppState(Arc::new(AppContext {
+            stripe: stripe.clone(),
             stripe_price_id: settings.stripe_price_id.clone(),
             webhook_secrets: settings.webhook_secrets.clone(),
             webhook_tolerance: settings.webhook_tolerance,
-        })))
+            billing: Billing {
+                stripe,
+                licensespring,
+                store: cache,
+                product_short_code: settings.product_short_code.clone(),
+                order_base_string: settings.order_base_string.clone(),
+                locks: SubscriptionLocks::default(),
+            },
+            recent_events: RecentEvents::new(RECENT_EVENTS),
+        }))
     }
 }
 

@@ -10,45 +10,39 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::json;
 
+use std::time::Instant;
+
 use super::{AppState, MAX_BODY_BYTES};
+use crate::billing::{BillingError, Outcome};
 use crate::webhook::{self, Event, EventError, EventKind, SignatureError};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/webhooks", post(receive).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)))
 }
 
-/// What `/webhooks` answers; also the `outcome` of the webhook's log line.
+/// What `/webhooks` answers: 200 when handled or deliberately ignored, 400 for a refused delivery,
+/// 5xx when an upstream failed (so that Stripe delivers again and the retry completes the work).
 enum Answer {
-    /// 200 `{"success": true}`: handled, or deliberately ignored (the reason is logged).
-    Success(&'static str),
-    /// 400: the signature or the payload was refused.
+    Handled(Outcome),
     Rejected(Refused),
-    /// 503: verified, but its flow is not built yet, so Stripe keeps the event and retries it.
-    NotYetHandled,
-}
-
-impl Answer {
-    fn outcome(&self) -> &str {
-        match self {
-            Answer::Success(reason) => reason,
-            Answer::Rejected(_) => "rejected",
-            Answer::NotYetHandled => "not handled yet, Stripe will retry",
-        }
-    }
+    Failed(BillingError),
 }
 
 impl IntoResponse for Answer {
     fn into_response(self) -> Response {
         match self {
-            Answer::Success(_) => Json(json!({ "success": true })).into_response(),
+            Answer::Handled(_) => Json(json!({ "success": true })).into_response(),
             Answer::Rejected(error) => {
                 (StatusCode::BAD_REQUEST, Json(json!({ "error": error.to_string() }))).into_response()
             }
-            Answer::NotYetHandled => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "error": "this event is not handled yet; deliver it again later" })),
-            )
-                .into_response(),
+            Answer::Failed(error) => {
+                let status = match &error {
+                    BillingError::NotYet(_) => StatusCode::SERVICE_UNAVAILABLE,
+                    BillingError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                    BillingError::Stripe(_) | BillingError::LicenseSpring(_) => StatusCode::BAD_GATEWAY,
+                };
+                (status, Json(json!({ "error": error.to_string() }))).into_response()
+            }
         }
     }
 }
@@ -73,14 +67,31 @@ async fn receive(
             return Answer::Rejected(error).into_response();
         }
     };
-    let answer = handle(&event);
-    tracing::info!(
-        event_id = %event.id,
-        event_type = %event.event_type,
-        subscription = subscription_of(&event).unwrap_or("-"),
-        outcome = answer.outcome(),
-        "webhook"
-    );
+    let started = Instant::now();
+    let answer = handle(&state, &event).await;
+    let subscription = subscription_of(&event).unwrap_or("-");
+    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    match &answer {
+        Answer::Handled(outcome) => tracing::info!(
+            event_id = %event.id,
+            event_type = %event.event_type,
+            subscription,
+            outcome = outcome.label(),
+            detail = %outcome,
+            duration_ms,
+            "webhook"
+        ),
+        Answer::Failed(error) => tracing::warn!(
+            event_id = %event.id,
+            event_type = %event.event_type,
+            subscription,
+            outcome = "failed",
+            %error,
+            duration_ms,
+            "webhook"
+        ),
+        Answer::Rejected(_) => {}
+    }
     answer.into_response()
 }
 
@@ -106,15 +117,21 @@ fn verified_event(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<
 }
 
 /// Routes a verified event to its flow.
-fn handle(event: &Event) -> Answer {
-    match &event.kind {
-        EventKind::InvoicePaid(invoice) if invoice.subscription.is_none() => {
-            Answer::Success("ignored: the invoice belongs to no subscription")
+async fn handle(state: &AppState, event: &Event) -> Answer {
+    if state.recent_events.contains(&event.id) {
+        return Answer::Handled(Outcome::Duplicate);
+    }
+    let result = match &event.kind {
+        EventKind::InvoicePaid(invoice) => state.billing.invoice_paid(invoice).await,
+        EventKind::SubscriptionDeleted(deleted) => state.billing.subscription_deleted(deleted).await,
+        EventKind::Ignored => Ok(Outcome::Ignored("event type not handled")),
+    };
+    match result {
+        Ok(outcome) => {
+            state.recent_events.record(&event.id);
+            Answer::Handled(outcome)
         }
-        // The billing flows (issue 4) go here: create or extend on `invoice.paid`, disable on
-        // `customer.subscription.deleted`. Until then Stripe is told to deliver again later.
-        EventKind::InvoicePaid(_) | EventKind::SubscriptionDeleted(_) => Answer::NotYetHandled,
-        EventKind::Ignored => Answer::Success("ignored: event type not handled"),
+        Err(error) => Answer::Failed(error),
     }
 }
 

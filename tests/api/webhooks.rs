@@ -1,5 +1,6 @@
 //! `POST /webhooks`: signature checks, event parsing and the answers Stripe sees. Every test passes
-//! one scripted upstream as both Stripe and LicenseSpring and checks that nothing called it.
+//! one scripted upstream as both Stripe and LicenseSpring: refused and ignored deliveries must not
+//! call it, verified handled events must reach the flows (which `flows.rs` tests end to end).
 
 use serde_json::{Value, json};
 
@@ -53,8 +54,10 @@ async fn assert_refused(response: reqwest::Response, what: &str) -> String {
 }
 
 #[tokio::test]
-async fn handled_events_are_verified_then_left_for_stripe_to_retry() {
+async fn handled_events_are_verified_then_handed_to_the_flows() {
     let (app, upstream) = app().await;
+    // Both upstreams failing: the flow cannot finish, so Stripe is told to deliver again (5xx).
+    upstream.always(Scripted::json(500, json!({"error": {"type": "api_error", "message": "down"}})));
     for generation in ["acacia", "basil"] {
         for name in [
             "invoice.paid.subscription_create",
@@ -63,11 +66,11 @@ async fn handled_events_are_verified_then_left_for_stripe_to_retry() {
         ] {
             let body = fixture(&format!("{generation}/{name}.json"));
             let response = app.post_webhook(body.clone(), Some(&sign(&body, FIRST_SECRET, now()))).await;
-            let answer = assert_answers(response, 503, &format!("{generation}/{name}")).await;
-            assert!(answer["error"].is_string(), "{answer}");
+            let answer = assert_answers(response, 502, &format!("{generation}/{name}")).await;
+            assert!(answer["error"].as_str().unwrap().contains("500"), "{answer}");
         }
     }
-    assert!(upstream.requests().is_empty());
+    assert!(!upstream.requests().is_empty(), "the flows called the upstreams");
 }
 
 #[tokio::test]
@@ -99,10 +102,13 @@ async fn the_second_secret_of_a_roll_is_accepted() {
     let response = app.post_webhook(body.clone(), Some(&sign(&body, SECOND_SECRET, now()))).await;
     assert_eq!(assert_answers(response, 200, "second secret").await, json!({"success": true}));
 
+    assert!(upstream.requests().is_empty());
+
+    upstream.always(Scripted::json(500, json!({"error": {"type": "api_error", "message": "down"}})));
     let body = fixture("basil/invoice.paid.subscription_create.json");
     let response = app.post_webhook(body.clone(), Some(&sign(&body, SECOND_SECRET, now()))).await;
-    assert_answers(response, 503, "second secret, handled type").await;
-    assert!(upstream.requests().is_empty());
+    assert_answers(response, 502, "second secret, handled type").await;
+    assert!(!upstream.requests().is_empty(), "verified, so handed to the flows");
 }
 
 #[tokio::test]

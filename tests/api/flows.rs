@@ -1,0 +1,511 @@
+//! The billing flows end to end: the real server against the Stripe and LicenseSpring simulators,
+//! with the test delivering the simulator's signed events itself (so it can repeat, reorder and
+//! retry them as Stripe does).
+
+use chrono::{DateTime, NaiveDate, Utc};
+use reqwest::Method;
+use stripe_licensespring::model::{IntervalUnit, SubscriptionId};
+use stripe_licensespring::sandbox::licensespring_sim::{
+    self, LicenseSpringSim, LicenseSpringSimConfig, SimLicense,
+};
+use stripe_licensespring::sandbox::stripe_sim::{
+    self, ApiGeneration, SimEvent, SimPrice, StripeSim, StripeSimConfig,
+};
+use stripe_licensespring::sandbox::{Fault, FaultKind};
+use stripe_licensespring::settings::Secret;
+
+use crate::helpers::*;
+
+pub const DAILY: &str = "price_1TestDaily000000001";
+pub const WEEKLY: &str = "price_1TestWeekly00000001";
+pub const QUARTERLY: &str = "price_1TestQuarterly00001";
+pub const YEARLY: &str = "price_1TestYearly00000001";
+
+/// Both simulators and the app wired to them.
+pub struct World {
+    pub stripe: StripeSim,
+    pub licensespring: LicenseSpringSim,
+    pub app: TestApp,
+}
+
+pub struct WorldOptions {
+    pub generation: ApiGeneration,
+    pub licensespring: LicenseSpringSimConfig,
+    pub settings: Vec<(&'static str, String)>,
+}
+
+impl Default for WorldOptions {
+    fn default() -> Self {
+        WorldOptions {
+            generation: ApiGeneration::Basil,
+            licensespring: LicenseSpringSimConfig {
+                api_key: Secret::new(LICENSESPRING_KEY),
+                products: vec![PRODUCT_CODE.to_owned()],
+                ..LicenseSpringSimConfig::default()
+            },
+            settings: Vec::new(),
+        }
+    }
+}
+
+impl World {
+    pub async fn start() -> World {
+        World::start_with(WorldOptions::default()).await
+    }
+
+    pub async fn start_with(options: WorldOptions) -> World {
+        let stripe = stripe_sim::start(StripeSimConfig {
+            api_key: Secret::new(STRIPE_KEY),
+            prices: vec![
+                SimPrice::new(PRICE_ID, IntervalUnit::Month, 1),
+                SimPrice::new(DAILY, IntervalUnit::Day, 1),
+                SimPrice::new(WEEKLY, IntervalUnit::Week, 1),
+                SimPrice::new(QUARTERLY, IntervalUnit::Month, 3),
+                SimPrice::new(YEARLY, IntervalUnit::Year, 1),
+            ],
+            generation: options.generation,
+            ..StripeSimConfig::default()
+        })
+        .await
+        .expect("Stripe simulator starts");
+        let licensespring =
+            licensespring_sim::start(options.licensespring).await.expect("LicenseSpring simulator starts");
+        let mut settings = TestSettings::new(stripe.base_url().as_str(), licensespring.base_url().as_str());
+        for (name, value) in &options.settings {
+            settings = settings.set(name, value);
+        }
+        let app = TestApp::spawn(settings).await;
+        World { stripe, licensespring, app }
+    }
+
+    /// Starts a second app on the same simulators with a cache of its own (a lost cache).
+    pub async fn restart_with_empty_cache(&mut self) {
+        let settings =
+            TestSettings::new(self.stripe.base_url().as_str(), self.licensespring.base_url().as_str());
+        self.app = TestApp::spawn(settings).await;
+    }
+
+    /// POSTs the event to `/webhooks`, signed now with the webhook secret, as Stripe does.
+    pub async fn deliver(&self, event: &SimEvent) -> reqwest::Response {
+        deliver_to(&self.app, event).await
+    }
+
+    pub async fn deliver_ok(&self, event: &SimEvent) {
+        let response = self.deliver(event).await;
+        let status = response.status();
+        let body = response.text().await.unwrap();
+        assert_eq!(status, 200, "{} {}: {body}", event.event_type, event.id);
+        assert_eq!(body, r#"{"success":true}"#);
+    }
+
+    /// A new paid subscription on `price`; returns it and its first `invoice.paid`.
+    pub fn subscribe(&self, price: &str) -> (SubscriptionId, SimEvent) {
+        let subscription = self.stripe.create_subscription(price).expect("subscription created");
+        (subscription.clone(), self.last_event_of(&subscription, "invoice.paid"))
+    }
+
+    pub fn last_event_of(&self, subscription: &SubscriptionId, event_type: &str) -> SimEvent {
+        self.stripe
+            .events()
+            .into_iter()
+            .rev()
+            .find(|e| e.subscription.as_ref() == Some(subscription) && e.event_type == event_type)
+            .expect("the simulator emitted the event")
+    }
+
+    /// The key in the Stripe subscription's metadata.
+    pub fn key_in_stripe(&self, subscription: &SubscriptionId) -> Option<String> {
+        self.stripe.subscription(subscription).expect("known").metadata.get("license_key").cloned()
+    }
+
+    /// The one license whose order belongs to this subscription.
+    pub fn license_of(&self, subscription: &SubscriptionId) -> SimLicense {
+        let store_id = format!("{ORDER_BASE}_{subscription}");
+        let licenses: Vec<SimLicense> =
+            self.licensespring.licenses().into_iter().filter(|l| l.order_store_id == store_id).collect();
+        assert_eq!(licenses.len(), 1, "exactly one license for {subscription}: {licenses:?}");
+        licenses.into_iter().next().unwrap()
+    }
+
+    pub fn period_end(&self, subscription: &SubscriptionId) -> NaiveDate {
+        let end = self.stripe.subscription(subscription).expect("known").current_period_end;
+        DateTime::<Utc>::from_timestamp(end, 0).unwrap().date_naive()
+    }
+
+    pub fn cache(&self) -> serde_json::Value {
+        let path = self.app.settings.dir.path().join("cache.json");
+        serde_json::from_slice(&std::fs::read(path).expect("cache file")).expect("cache is JSON")
+    }
+
+    pub fn cached_subscriptions(&self) -> Vec<String> {
+        self.cache().as_array().unwrap().iter().map(|e| e["sub_id"].as_str().unwrap().to_owned()).collect()
+    }
+
+    pub fn licensespring_calls(&self, method: Method, path_contains: &str) -> usize {
+        self.licensespring
+            .requests()
+            .iter()
+            .filter(|r| r.method == method && r.path.contains(path_contains))
+            .count()
+    }
+}
+
+pub async fn deliver_to(app: &TestApp, event: &SimEvent) -> reqwest::Response {
+    signed_delivery(app, event).send().await.expect("the app answers")
+}
+
+/// The webhook request Stripe would send for this event, signed now.
+pub fn signed_delivery(app: &TestApp, event: &SimEvent) -> reqwest::RequestBuilder {
+    let signature = stripe_sim::sign_stripe_payload(&event.body, WEBHOOK_SECRET, Utc::now().timestamp());
+    app.http
+        .post(app.url("/webhooks"))
+        .header("content-type", "application/json; charset=utf-8")
+        .header("stripe-signature", signature)
+        .body(event.body.clone())
+}
+
+/// Checks the state a created subscription must be in: one enabled license with the key that is in
+/// Stripe's metadata, valid until the paid period's end, and an entry in the cache file.
+fn assert_licensed(world: &World, subscription: &SubscriptionId) {
+    let license = world.license_of(subscription);
+    assert_eq!(world.key_in_stripe(subscription).as_deref(), Some(license.license_key.as_str()));
+    assert!(license.enabled);
+    assert_eq!(license.license_type, "subscription");
+    assert!(!license.is_trial);
+    assert_eq!(license.validity_period, Some(world.period_end(subscription)));
+    let cache = world.cache();
+    let entry =
+        cache.as_array().unwrap().iter().find(|e| e["sub_id"] == subscription.as_str()).expect("cached");
+    assert_eq!(entry["license_key"], license.license_key.as_str());
+    assert_eq!(entry["license_id"], license.id);
+    assert_eq!(entry["interval"], "month");
+}
+
+#[tokio::test]
+async fn first_invoice_creates_one_license_in_both_payload_generations() {
+    for generation in [ApiGeneration::Basil, ApiGeneration::Acacia] {
+        let world = World::start_with(WorldOptions { generation, ..WorldOptions::default() }).await;
+        let (subscription, invoice) = world.subscribe(PRICE_ID);
+        assert_eq!(invoice.json()["api_version"], generation.api_version());
+        world.deliver_ok(&invoice).await;
+        assert_licensed(&world, &subscription);
+        assert_eq!(world.licensespring.orders().len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn renewal_extends_to_the_new_period_end_and_repeats_change_nothing() {
+    let world = World::start().await;
+    let (subscription, first) = world.subscribe(PRICE_ID);
+    world.deliver_ok(&first).await;
+    let first_end = world.period_end(&subscription);
+
+    let renewal = world.stripe.renew(&subscription).unwrap();
+    world.deliver_ok(&renewal).await;
+    let license = world.license_of(&subscription);
+    let second_end = world.period_end(&subscription);
+    assert!(second_end > first_end);
+    assert_eq!(license.validity_period, Some(second_end));
+
+    // The same renewal again, and the older first invoice late: never shortened, never re-extended.
+    let patches = world.licensespring_calls(Method::PATCH, "/licenses/");
+    world.deliver_ok(&renewal).await;
+    world.deliver_ok(&first).await;
+    assert_eq!(world.license_of(&subscription).validity_period, Some(second_end));
+    assert_eq!(world.licensespring_calls(Method::PATCH, "/licenses/"), patches, "no second extension");
+    assert_eq!(world.licensespring.licenses().len(), 1);
+}
+
+#[tokio::test]
+async fn renewal_in_the_older_payload_generation_extends_too() {
+    let world =
+        World::start_with(WorldOptions { generation: ApiGeneration::Acacia, ..WorldOptions::default() })
+            .await;
+    let (subscription, first) = world.subscribe(PRICE_ID);
+    world.deliver_ok(&first).await;
+    let renewal = world.stripe.renew(&subscription).unwrap();
+    world.deliver_ok(&renewal).await;
+    assert_eq!(world.license_of(&subscription).validity_period, Some(world.period_end(&subscription)));
+}
+
+#[tokio::test]
+async fn deletion_disables_with_one_billing_cycle_for_each_interval() {
+    let world = World::start().await;
+    for (price, duration) in
+        [(DAILY, "1d"), (WEEKLY, "7d"), (PRICE_ID, "1m"), (QUARTERLY, "3m"), (YEARLY, "1y")]
+    {
+        let (subscription, first) = world.subscribe(price);
+        world.deliver_ok(&first).await;
+        let deleted = world.stripe.cancel(&subscription).unwrap();
+        world.deliver_ok(&deleted).await;
+        let license = world.license_of(&subscription);
+        assert!(!license.enabled, "{price}: disabled");
+        assert_eq!(license.valid_duration.as_deref(), Some(duration), "{price}");
+        assert!(
+            !world.cached_subscriptions().contains(&subscription.to_string()),
+            "{price}: dropped from the cache"
+        );
+    }
+    // A repeated deletion changes nothing and still answers 200.
+    let subscription = world.stripe.subscriptions()[0].id.clone();
+    let deleted = world.last_event_of(&subscription, "customer.subscription.deleted");
+    let disables = world.licensespring_calls(Method::POST, "/disable/");
+    world.deliver_ok(&deleted).await;
+    assert_eq!(world.licensespring_calls(Method::POST, "/disable/"), disables);
+}
+
+#[tokio::test]
+async fn a_subscription_missing_from_a_lost_cache_is_found_through_stripes_metadata() {
+    let mut world = World::start().await;
+    let (renewed, first) = world.subscribe(PRICE_ID);
+    world.deliver_ok(&first).await;
+    let (deleted_sub, first_of_deleted) = world.subscribe(YEARLY);
+    world.deliver_ok(&first_of_deleted).await;
+
+    world.restart_with_empty_cache().await;
+    assert!(world.cached_subscriptions().is_empty());
+
+    let renewal = world.stripe.renew(&renewed).unwrap();
+    world.deliver_ok(&renewal).await;
+    assert_eq!(world.license_of(&renewed).validity_period, Some(world.period_end(&renewed)));
+
+    let deleted = world.stripe.cancel(&deleted_sub).unwrap();
+    world.deliver_ok(&deleted).await;
+    let license = world.license_of(&deleted_sub);
+    assert!(!license.enabled);
+    assert_eq!(license.valid_duration.as_deref(), Some("1y"));
+    assert_eq!(world.licensespring.licenses().len(), 2, "nothing created again");
+}
+
+#[tokio::test]
+async fn an_evicted_subscription_is_still_renewed() {
+    let world = World::start_with(WorldOptions {
+        settings: vec![("CACHE_CAPACITY", "2".to_owned())],
+        ..WorldOptions::default()
+    })
+    .await;
+    let mut subscriptions = Vec::new();
+    for _ in 0..3 {
+        let (subscription, first) = world.subscribe(PRICE_ID);
+        world.deliver_ok(&first).await;
+        subscriptions.push(subscription);
+    }
+    let cached = world.cached_subscriptions();
+    assert_eq!(cached, vec![subscriptions[1].to_string(), subscriptions[2].to_string()], "oldest evicted");
+
+    let renewal = world.stripe.renew(&subscriptions[0]).unwrap();
+    world.deliver_ok(&renewal).await;
+    assert_eq!(
+        world.license_of(&subscriptions[0]).validity_period,
+        Some(world.period_end(&subscriptions[0]))
+    );
+}
+
+#[tokio::test]
+async fn the_tutorials_cache_file_is_used_as_it_is() {
+    // A subscription licensed by some earlier server (the tutorial), recorded in a tutorial-format
+    // cache file next to the tutorial's own entries.
+    let world = World::start().await;
+    let (subscription, first) = world.subscribe(PRICE_ID);
+    world.deliver_ok(&first).await;
+    let license = world.license_of(&subscription);
+
+    let tutorial = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/cache/tutorial-cache.json"
+    ))
+    .unwrap();
+    let mut entries: Vec<serde_json::Value> = serde_json::from_str(&tutorial).unwrap();
+    entries.push(serde_json::json!({
+        "sub_id": subscription.as_str(), "license_key": license.license_key.as_str(),
+        "interval": "month", "license_id": license.id
+    }));
+    let settings =
+        TestSettings::new(world.stripe.base_url().as_str(), world.licensespring.base_url().as_str());
+    std::fs::write(settings.dir.path().join("cache.json"), serde_json::to_string(&entries).unwrap()).unwrap();
+    let app = TestApp::spawn(settings).await;
+
+    let stripe_reads = world.stripe.requests().iter().filter(|r| r.method == Method::GET).count();
+    let renewal = world.stripe.renew(&subscription).unwrap();
+    assert_eq!(deliver_to(&app, &renewal).await.status(), 200);
+    assert_eq!(world.license_of(&subscription).validity_period, Some(world.period_end(&subscription)));
+    let stripe_reads_after = world.stripe.requests().iter().filter(|r| r.method == Method::GET).count();
+    assert_eq!(stripe_reads_after, stripe_reads, "the cached license id was used; Stripe was not asked");
+
+    let deleted = world.stripe.cancel(&subscription).unwrap();
+    assert_eq!(deliver_to(&app, &deleted).await.status(), 200);
+    let after: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(app.settings.dir.path().join("cache.json")).unwrap()).unwrap();
+    let tutorial_entries: Vec<serde_json::Value> = serde_json::from_str(&tutorial).unwrap();
+    assert_eq!(
+        after, tutorial_entries,
+        "only the deleted subscription left; the tutorial's entries kept as they were"
+    );
+}
+
+#[tokio::test]
+async fn sequential_duplicates_make_one_license() {
+    let world = World::start().await;
+    let (subscription, first) = world.subscribe(PRICE_ID);
+    for _ in 0..3 {
+        world.deliver_ok(&first).await;
+    }
+    assert_licensed(&world, &subscription);
+    assert_eq!(world.licensespring.orders().len(), 1);
+    assert_eq!(world.licensespring_calls(Method::POST, "/create_order/"), 1);
+}
+
+#[tokio::test]
+async fn ten_concurrent_copies_make_one_license() {
+    let world = World::start().await;
+    let (subscription, first) = world.subscribe(PRICE_ID);
+    let deliveries: Vec<_> =
+        (0..10).map(|_| tokio::spawn(signed_delivery(&world.app, &first).send())).collect();
+    for delivery in deliveries {
+        assert_eq!(delivery.await.unwrap().unwrap().status(), 200);
+    }
+    assert_licensed(&world, &subscription);
+    assert_eq!(world.licensespring.licenses().len(), 1);
+    assert_eq!(world.licensespring.orders().len(), 1);
+}
+
+/// Delivers once with the fault in place (must fail with 5xx and record nothing), then again.
+async fn fails_then_recovers(world: &World, event: &SimEvent) {
+    let response = world.deliver(event).await;
+    assert!(response.status().is_server_error(), "a failed upstream answers 5xx, got {}", response.status());
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(body["error"].is_string(), "{body}");
+    world.deliver_ok(event).await;
+}
+
+#[tokio::test]
+async fn a_failed_create_order_is_completed_by_the_redelivery() {
+    let world = World::start().await;
+    let (subscription, first) = world.subscribe(PRICE_ID);
+    world.licensespring.add_fault(Fault::new("/create_order/", FaultKind::json(500, r#"{"detail":"boom"}"#)));
+    let response = world.deliver(&first).await;
+    assert!(response.status().is_server_error());
+    assert!(world.cached_subscriptions().is_empty(), "nothing half-recorded");
+    let key = world.key_in_stripe(&subscription).expect("the key was written before the order");
+    world.deliver_ok(&first).await;
+    assert_licensed(&world, &subscription);
+    assert_eq!(world.license_of(&subscription).license_key.as_str(), key, "the retry reused the key");
+}
+
+#[tokio::test]
+async fn a_create_order_whose_answer_was_lost_is_recognised_as_done() {
+    let world = World::start().await;
+    let (subscription, first) = world.subscribe(PRICE_ID);
+    // LicenseSpring creates the order but the answer is a 500.
+    world.licensespring.add_fault(Fault::new("/create_order/", FaultKind::json(500, "{}")).after_effect());
+    fails_then_recovers(&world, &first).await;
+    assert_licensed(&world, &subscription);
+    assert_eq!(world.licensespring.orders().len(), 1);
+}
+
+#[tokio::test]
+async fn a_failed_metadata_update_is_completed_by_the_redelivery() {
+    let world = World::start().await;
+    let (subscription, first) = world.subscribe(PRICE_ID);
+    world.stripe.add_fault(
+        Fault::new(
+            format!("/v1/subscriptions/{subscription}"),
+            FaultKind::json(500, r#"{"error":{"type":"api_error","message":"boom"}}"#),
+        )
+        .method(Method::POST)
+        .times(3),
+    );
+    fails_then_recovers(&world, &first).await;
+    assert_licensed(&world, &subscription);
+}
+
+#[tokio::test]
+async fn a_failed_license_lookup_is_completed_by_the_redelivery() {
+    let mut world = World::start().await;
+    let (subscription, first) = world.subscribe(PRICE_ID);
+    world.deliver_ok(&first).await;
+    world.restart_with_empty_cache().await;
+    world
+        .licensespring
+        .add_fault(Fault::new("/api/v1/licenses/", FaultKind::json(500, "{}")).method(Method::GET));
+    let renewal = world.stripe.renew(&subscription).unwrap();
+    fails_then_recovers(&world, &renewal).await;
+    assert_eq!(world.license_of(&subscription).validity_period, Some(world.period_end(&subscription)));
+}
+
+#[tokio::test]
+async fn a_create_order_answer_without_license_ids_is_handled() {
+    let world = World::start_with(WorldOptions {
+        licensespring: LicenseSpringSimConfig {
+            api_key: Secret::new(LICENSESPRING_KEY),
+            products: vec![PRODUCT_CODE.to_owned()],
+            order_answer_without_license_ids: true,
+            validity_period_as_datetime: true,
+        },
+        ..WorldOptions::default()
+    })
+    .await;
+    let (subscription, first) = world.subscribe(PRICE_ID);
+    world.deliver_ok(&first).await;
+    assert_licensed(&world, &subscription);
+    let renewal = world.stripe.renew(&subscription).unwrap();
+    world.deliver_ok(&renewal).await;
+    assert_eq!(world.license_of(&subscription).validity_period, Some(world.period_end(&subscription)));
+}
+
+#[tokio::test]
+async fn unknown_events_and_one_off_invoices_call_no_upstream() {
+    let world = World::start().await;
+    let (_subscription, first) = world.subscribe(PRICE_ID);
+    let before = (world.stripe.request_count(), world.licensespring.request_count());
+
+    let mut updated = first.clone();
+    let mut json = first.json();
+    json["type"] = "customer.subscription.updated".into();
+    updated.body = serde_json::to_vec_pretty(&json).unwrap();
+    world.deliver_ok(&updated).await;
+
+    let mut one_off = first.json();
+    let invoice = &mut one_off["data"]["object"];
+    invoice["billing_reason"] = "manual".into();
+    invoice["parent"] = serde_json::Value::Null;
+    for line in invoice["lines"]["data"].as_array_mut().unwrap() {
+        line["parent"] = serde_json::Value::Null;
+    }
+    let mut manual = first.clone();
+    manual.body = serde_json::to_vec_pretty(&one_off).unwrap();
+    world.deliver_ok(&manual).await;
+
+    assert_eq!((world.stripe.request_count(), world.licensespring.request_count()), before);
+    assert!(world.licensespring.licenses().is_empty());
+}
+
+#[tokio::test]
+async fn the_first_invoice_of_an_already_canceled_subscription_leaves_the_license_disabled() {
+    let world = World::start().await;
+    let (subscription, first) = world.subscribe(PRICE_ID);
+    // Out of order: the cancellation arrives before the first invoice.
+    let deleted = world.stripe.cancel(&subscription).unwrap();
+    world.deliver_ok(&deleted).await;
+    world.deliver_ok(&first).await;
+    let license = world.license_of(&subscription);
+    assert!(!license.enabled, "no enabled license for a canceled subscription");
+    assert_eq!(license.valid_duration.as_deref(), Some("1m"));
+    assert!(world.cached_subscriptions().is_empty());
+    // The cancellation delivered again now finds the license and leaves it as it is.
+    world.deliver_ok(&deleted).await;
+    assert!(!world.license_of(&subscription).enabled);
+}
+
+#[tokio::test]
+async fn a_renewal_before_its_first_invoice_waits_for_it() {
+    let world = World::start().await;
+    let (subscription, first) = world.subscribe(PRICE_ID);
+    let renewal = world.stripe.renew(&subscription).unwrap();
+    // Out of order: Stripe will deliver the renewal again, so "not yet" is a 5xx.
+    let early = world.deliver(&renewal).await;
+    assert_eq!(early.status(), 503);
+    world.deliver_ok(&first).await;
+    world.deliver_ok(&renewal).await;
+    assert_eq!(world.license_of(&subscription).validity_period, Some(world.period_end(&subscription)));
+}
