@@ -8,6 +8,7 @@
 
 pub mod faults;
 pub mod licensespring_sim;
+pub mod process;
 pub mod stripe_sim;
 
 use std::borrow::Cow;

@@ -110,3 +110,56 @@ async fn a_missing_cache_file_is_created_empty_at_start() {
     let _app = TestApp::spawn(settings).await;
     assert_eq!(std::fs::read_to_string(&path).expect("created"), "[]");
 }
+
+#[tokio::test]
+async fn the_server_as_a_child_process_handles_a_webhook_and_reports_its_resources() {
+    use stripe_licensespring::sandbox::licensespring_sim::LicenseSpringSimConfig;
+    use stripe_licensespring::sandbox::process::{ServerProcess, SimulatedUpstreams};
+    use stripe_licensespring::sandbox::stripe_sim::{self, StripeSimConfig};
+    use stripe_licensespring::settings::Secret;
+
+    let upstreams = SimulatedUpstreams::start(
+        StripeSimConfig::default(),
+        LicenseSpringSimConfig::default(),
+        Secret::new(WEBHOOK_SECRET),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let env = upstreams.server_env(&dir.path().join("cache.json"));
+    let server = ServerProcess::spawn(
+        std::path::Path::new(env!("CARGO_BIN_EXE_stripe-licensespring")),
+        dir.path(),
+        &env,
+    )
+    .unwrap();
+
+    let subscription = upstreams.stripe.create_subscription(stripe_sim::DEFAULT_PRICE_ID).unwrap();
+    let event = upstreams.stripe.events().into_iter().last().unwrap();
+    let signature =
+        stripe_sim::sign_stripe_payload(&event.body, WEBHOOK_SECRET, chrono::Utc::now().timestamp());
+    let response = reqwest::Client::new()
+        .post(server.url("/webhooks"))
+        .header("stripe-signature", signature)
+        .body(event.body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let license = upstreams.licensespring.licenses().pop().expect("a license");
+    let subscription = upstreams.stripe.subscription(&subscription).unwrap();
+    assert_eq!(
+        subscription.metadata.get("license_key").map(String::as_str),
+        Some(license.license_key.as_str())
+    );
+
+    assert!(server.cpu_time().is_some());
+    assert!(server.peak_rss_kib().is_some_and(|kib| kib > 0));
+    assert!(
+        server
+            .log()
+            .iter()
+            .any(|line| line.contains("outcome=\"created\"") || line.contains("outcome=created"))
+    );
+    assert!(server.terminate(Duration::from_secs(10)), "stops on SIGTERM");
+}
