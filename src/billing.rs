@@ -72,9 +72,9 @@ impl Outcome {
 /// Why a flow could not finish; every kind is answered 5xx so that Stripe delivers again.
 #[derive(Debug, thiserror::Error)]
 pub enum BillingError {
-    #[error("Stripe: {0}")]
+    #[error(transparent)]
     Stripe(#[from] StripeError),
-    #[error("LicenseSpring: {0}")]
+    #[error(transparent)]
     LicenseSpring(#[from] LicenseSpringError),
     /// The subscription store could not record the change.
     #[error("cache: {0}")]
