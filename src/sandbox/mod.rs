@@ -70,6 +70,11 @@ impl RecordedRequest {
     pub fn body_json(&self) -> Option<serde_json::Value> {
         serde_json::from_slice(&self.body).ok()
     }
+
+    /// The body decoded as a form, brackets and all (`line_items[0][price]`), in order.
+    pub fn form(&self) -> Vec<(String, String)> {
+        url::form_urlencoded::parse(&self.body).into_owned().collect()
+    }
 }
 
 /// Redacts `Authorization`, so a failed assertion never prints an API key.

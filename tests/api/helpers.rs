@@ -11,6 +11,7 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use hmac::{Hmac, KeyInit, Mac};
+pub use stripe_licensespring::sandbox::RecordedRequest;
 use stripe_licensespring::settings::Settings;
 
 /// Settings a test starts from: every required value set, upstreams pointed at `stripe_base` and
@@ -141,31 +142,6 @@ impl Drop for TestApp {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-    }
-}
-
-/// One request as an upstream received it.
-#[derive(Debug, Clone)]
-pub struct RecordedRequest {
-    pub method: Method,
-    pub path: String,
-    pub query: Option<String>,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
-
-impl RecordedRequest {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    /// The body decoded as a form, brackets and all, as `(key, value)` pairs in order.
-    pub fn form(&self) -> Vec<(String, String)> {
-        url::form_urlencoded::parse(&self.body).into_owned().collect()
-    }
-
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).expect("the body is JSON")
     }
 }
 

@@ -99,7 +99,7 @@ async fn create_order_sends_one_subscription_license_and_reads_its_id() {
     assert_eq!(requests.len(), 1, "the id was in the answer: no lookup");
     assert_sent(&requests[0], "POST", "/api/v1/orders/create_order/", None);
     assert_eq!(
-        requests[0].json(),
+        requests[0].body_json().expect("a JSON body"),
         json!({"id": ORDER_ID, "items": [{"product_code": PRODUCT_CODE, "licenses": [
             {"key": KEY, "license_type": "subscription", "is_trial": false, "validity_period": "2025-12-24"}]}]}),
         "exactly this: is_trial a boolean, no append"
@@ -215,9 +215,15 @@ async fn update_license_validity_sends_one_validity_field_with_is_trial() {
 
     let requests = upstream.requests();
     assert_sent(&requests[0], "PATCH", "/api/v1/licenses/1764000000123456/", None);
-    assert_eq!(requests[0].json(), json!({"is_trial": false, "validity_period": "2026-01-24"}));
+    assert_eq!(
+        requests[0].body_json().expect("a JSON body"),
+        json!({"is_trial": false, "validity_period": "2026-01-24"})
+    );
     assert_sent(&requests[1], "PATCH", "/api/v1/licenses/1764000000123456/", None);
-    assert_eq!(requests[1].json(), json!({"is_trial": false, "valid_duration": "1m"}));
+    assert_eq!(
+        requests[1].body_json().expect("a JSON body"),
+        json!({"is_trial": false, "valid_duration": "1m"})
+    );
 }
 
 #[tokio::test]
@@ -227,7 +233,7 @@ async fn disable_license_posts_to_the_disable_route() {
     client.disable_license(LICENSE_ID).await.expect("disabled");
     let requests = upstream.requests();
     assert_sent(&requests[0], "POST", "/api/v1/licenses/1764000000123456/disable/", None);
-    assert_eq!(requests[0].json(), json!({}));
+    assert_eq!(requests[0].body_json().expect("a JSON body"), json!({}));
 }
 
 #[tokio::test]
