@@ -304,3 +304,48 @@ impl<S: SubscriptionStore> Billing<S> {
 fn store_error(error: impl std::error::Error + Send + Sync + 'static) -> BillingError {
     BillingError::Store(Box::new(error))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn events_of_one_subscription_wait_for_each_other_and_locks_are_dropped_after() {
+        let locks = Arc::new(SubscriptionLocks::default());
+        let sub = SubscriptionId("sub_1".into());
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let (locks, sub, in_flight, most) =
+                    (locks.clone(), sub.clone(), in_flight.clone(), most.clone());
+                tokio::spawn(async move {
+                    let _guard = locks.lock(&sub).await;
+                    let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                    in_flight.fetch_sub(1, Ordering::SeqCst);
+                })
+            })
+            .collect();
+        // Another subscription is not held up meanwhile.
+        drop(locks.lock(&SubscriptionId("sub_2".into())).await);
+        for task in tasks {
+            task.await.unwrap();
+        }
+        assert_eq!(most.load(Ordering::SeqCst), 1, "never two at once");
+        assert!(locks.locks.lock().unwrap().is_empty(), "no lock kept once nobody waits");
+    }
+
+    #[test]
+    fn recent_events_forget_the_oldest_beyond_capacity() {
+        let recent = RecentEvents::new(2);
+        for id in ["evt_1", "evt_2", "evt_1", "evt_3"] {
+            recent.record(id);
+        }
+        assert!(!recent.contains("evt_1"));
+        assert!(recent.contains("evt_2") && recent.contains("evt_3"));
+    }
+}
