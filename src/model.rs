@@ -90,6 +90,15 @@ pub struct BillingInterval {
 impl BillingInterval {
     /// LicenseSpring's `valid_duration` for one cycle. LicenseSpring documents only the units `d`, `m`
     /// and `y`, so weeks become days.
+    ///
+    /// ```
+    /// use stripe_licensespring::model::{BillingInterval, IntervalUnit};
+    ///
+    /// let quarterly = BillingInterval { unit: IntervalUnit::Month, count: 3 };
+    /// assert_eq!(quarterly.valid_duration(), "3m");
+    /// let fortnightly = BillingInterval { unit: IntervalUnit::Week, count: 2 };
+    /// assert_eq!(fortnightly.valid_duration(), "14d");
+    /// ```
     pub fn valid_duration(&self) -> String {
         let n = u64::from(self.count.max(1));
         match self.unit {

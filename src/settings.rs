@@ -12,6 +12,14 @@ use url::Url;
 
 /// A value that must never be shown: API keys and webhook secrets. `Debug` and `Display` print
 /// `[redacted]`; only [`Secret::expose`] gives the value, at the one place that sends it.
+///
+/// ```
+/// use stripe_licensespring::settings::Secret;
+///
+/// let key = Secret::new("sk_test_abc");
+/// assert_eq!(format!("{key} {key:?}"), "[redacted] [redacted]");
+/// assert_eq!(key.expose(), "sk_test_abc");
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
