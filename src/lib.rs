@@ -1,8 +1,8 @@
 //! stripe-licensespring: sells a software subscription through Stripe and keeps a LicenseSpring
 //! subscription license in step with it.
 //!
-//! `main.rs` reads the settings and calls [`run`]; everything else is built here from one
-//! [`settings::Settings`]. Modules, one concern each:
+//! `main.rs` reads the settings and calls [`run`] (or, with `--demo`, [`sandbox::demo::run_demo`]);
+//! everything else is built here from one [`settings::Settings`]. Modules, one concern each:
 //! - [`settings`]: the settings and the `Secret` wrapper;
 //! - [`web`]: routes, pages and the error-to-status mapping;
 //! - [`webhook`]: `Stripe-Signature` verification and the typed event model;

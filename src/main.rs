@@ -2,19 +2,46 @@
 
 use std::process::ExitCode;
 
+use stripe_licensespring::sandbox::demo::{self, DemoOptions};
 use stripe_licensespring::settings::Settings;
+
+const USAGE: &str = "usage: stripe-licensespring [--demo]\n  \
+                     --demo  run against built-in Stripe and LicenseSpring simulators (no account, no network)";
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let settings = match Settings::from_env() {
-        Ok(settings) => settings,
-        Err(error) => {
-            eprintln!("error: {error}");
+    let args: Vec<_> = std::env::args_os().skip(1).collect();
+    let demo_mode = match args.as_slice() {
+        [] => false,
+        [flag] if flag == "--demo" => true,
+        _ => {
+            eprintln!("{USAGE}");
             return ExitCode::from(2);
         }
     };
-    stripe_licensespring::init_tracing(&settings.log_filter);
-    match stripe_licensespring::run(settings).await {
+    let run = if demo_mode {
+        // The sandbox generates its own keys: no .env is read, so a real one is never touched.
+        let options = match DemoOptions::from_env() {
+            Ok(options) => options,
+            Err(error) => {
+                eprintln!("error: {error}");
+                return ExitCode::from(2);
+            }
+        };
+        stripe_licensespring::init_tracing(&options.log_filter);
+        demo::run_demo(options).await
+    } else {
+        let settings = match Settings::from_env() {
+            Ok(settings) => settings,
+            Err(error) => {
+                eprintln!("error: {error}");
+                return ExitCode::from(2);
+            }
+        };
+        stripe_licensespring::init_tracing(&settings.log_filter);
+        stripe_licensespring::run(settings).await
+    };
+    match run {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error}");

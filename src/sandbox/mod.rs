@@ -5,7 +5,10 @@
 //! Each simulator is a real HTTP server on a loopback port with its state in memory. Its handle
 //! gives the base URL, typed read access to the state, a log of every request received, and
 //! fault injection ([`faults`]). Dropping the handle stops the server.
+//!
+//! [`demo`] wires both simulators and the app together for `--demo`.
 
+pub mod demo;
 pub mod faults;
 pub mod licensespring_sim;
 pub mod process;

@@ -111,7 +111,7 @@ impl SimPrice {
     }
 
     /// `month`, `3 months`.
-    fn interval_text(&self) -> String {
+    pub fn interval_text(&self) -> String {
         match self.interval_count {
             1 => self.interval.as_str().to_owned(),
             n => format!("{n} {}s", self.interval),
@@ -415,6 +415,11 @@ impl StripeSim {
     /// Every delivery attempt, in the order they finished.
     pub fn deliveries(&self) -> Vec<DeliveryAttempt> {
         lock(&self.shared.store).deliveries.clone()
+    }
+
+    /// Whether a delivery is in progress or waiting for a retry.
+    pub fn deliveries_pending(&self) -> bool {
+        *self.shared.pending.borrow() > 0
     }
 
     /// Waits until no delivery is in progress or waiting for a retry; `false` on timeout.

@@ -1,5 +1,7 @@
-//! HTTP routes: the home page, payment links, health, and the Stripe webhook endpoint.
+//! HTTP routes: the home page, payment links, health, and the Stripe webhook endpoint; in demo mode
+//! also the sandbox's controls.
 
+mod sandbox;
 mod webhooks;
 
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use tracing::Level;
 use crate::billing::{Billing, RecentEvents, SubscriptionLocks};
 use crate::cache::SubscriptionCache;
 use crate::licensespring::LicenseSpringClient;
+use crate::sandbox::demo::{DemoPanel, SandboxView};
 use crate::settings::{Secret, Settings};
 use crate::stripe::StripeClient;
 
@@ -43,6 +46,8 @@ pub struct AppContext {
     pub billing: Billing<SubscriptionCache>,
     /// Event ids handled lately: a repeated delivery is answered without calling anybody.
     pub recent_events: RecentEvents,
+    /// Demo mode only: the simulators the home page shows and the sandbox routes control.
+    pub sandbox: Option<Arc<DemoPanel>>,
 }
 
 /// How many handled event ids are remembered for answering repeats at once.
@@ -50,6 +55,15 @@ const RECENT_EVENTS: usize = 10_000;
 
 impl AppState {
     pub fn new(settings: &Settings, cache: SubscriptionCache) -> AppState {
+        AppState::build(settings, cache, None)
+    }
+
+    /// The state for `--demo`: as [`AppState::new`], plus the sandbox's panel.
+    pub fn for_sandbox(settings: &Settings, cache: SubscriptionCache, panel: Arc<DemoPanel>) -> AppState {
+        AppState::build(settings, cache, Some(panel))
+    }
+
+    fn build(settings: &Settings, cache: SubscriptionCache, sandbox: Option<Arc<DemoPanel>>) -> AppState {
         let stripe = StripeClient::new(
             settings.stripe_api_base.clone(),
             settings.stripe_secret_key.clone(),
@@ -74,6 +88,7 @@ impl AppState {
                 locks: SubscriptionLocks::default(),
             },
             recent_events: RecentEvents::new(RECENT_EVENTS),
+            sandbox,
         }))
     }
 }
@@ -86,11 +101,15 @@ impl std::ops::Deref for AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let mut routes = Router::new()
         .route("/", get(home))
         .route("/create-payment-link", get(create_payment_link_json).post(create_payment_link_redirect))
         .route("/healthz", get(healthz))
-        .merge(webhooks::router())
+        .merge(webhooks::router());
+    if let Some(panel) = &state.sandbox {
+        routes = routes.merge(sandbox::router(panel.clone()));
+    }
+    routes
         .fallback(not_found)
         .layer(
             TraceLayer::new_for_http()
@@ -104,10 +123,13 @@ pub fn router(state: AppState) -> Router {
 
 #[derive(Template, WebTemplate)]
 #[template(path = "home.html")]
-struct HomePage {}
+struct HomePage {
+    /// Demo mode only: the sandbox's subscriptions and licenses.
+    sandbox: Option<SandboxView>,
+}
 
-async fn home() -> HomePage {
-    HomePage {}
+async fn home(State(state): State<AppState>) -> HomePage {
+    HomePage { sandbox: state.sandbox.as_ref().map(|panel| panel.view()) }
 }
 
 #[derive(Template, WebTemplate)]
