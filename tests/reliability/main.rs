@@ -3,4 +3,5 @@
 //! environment (`CRASH_RUNS`, `SOAK_SUBSCRIPTIONS`, `PROPTEST_CASES`, ...) for longer runs.
 
 mod crash;
+mod soak;
 mod support;
