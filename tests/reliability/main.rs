@@ -3,5 +3,6 @@
 //! environment (`CRASH_RUNS`, `SOAK_SUBSCRIPTIONS`, `PROPTEST_CASES`, ...) for longer runs.
 
 mod crash;
+mod hostile;
 mod soak;
 mod support;
