@@ -3,6 +3,7 @@
 //! environment (`CRASH_RUNS`, `SOAK_SUBSCRIPTIONS`, `PROPTEST_CASES`, ...) for longer runs.
 
 mod crash;
+mod fuzz;
 mod hostile;
 mod soak;
 mod support;
