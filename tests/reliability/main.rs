@@ -5,5 +5,6 @@
 mod crash;
 mod fuzz;
 mod hostile;
+mod secrets;
 mod soak;
 mod support;
