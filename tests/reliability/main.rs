@@ -8,3 +8,4 @@ mod hostile;
 mod secrets;
 mod soak;
 mod support;
+mod upstream_faults;
