@@ -71,6 +71,7 @@ async fn hostile_requests_are_refused_and_change_nothing() {
     let upstreams = upstreams().await;
     let home = ServerHome::new();
     let server = home.spawn(&upstreams, &[]);
+    let started_at = server.peak_rss_kib().expect("peak RSS readable");
     let http = http_client();
 
     // A real event the forgeries and replays try to get handled.
@@ -242,7 +243,8 @@ async fn hostile_requests_are_refused_and_change_nothing() {
     assert_eq!(deliver(&http, &server.url(""), &event).await.expect("answered"), 200);
     let peak = assert_memory_bounded(&server);
     eprintln!(
-        "hostile input: {} HTTP cases + 4 raw, a burst of 32 large bodies; peak RSS {peak} KiB",
+        "hostile input: {} HTTP cases + 4 raw, a burst of 32 large bodies; peak RSS {started_at} KiB \
+         after start, {peak} KiB after all",
         cases.len()
     );
 }
