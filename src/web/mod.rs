@@ -31,6 +31,9 @@ use crate::stripe::StripeClient;
 /// timeout; this bounds a whole webhook so Stripe always gets an answer within 30 s.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(25);
 
+/// How long a webhook's body may take to arrive once its headers have (`408` after that).
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Largest accepted request body; Stripe events are far smaller.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 

@@ -3,8 +3,7 @@
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -12,7 +11,7 @@ use serde_json::json;
 
 use std::time::Instant;
 
-use super::{AppState, MAX_BODY_BYTES};
+use super::{AppState, BODY_READ_TIMEOUT, MAX_BODY_BYTES};
 use crate::billing::{BillingError, Outcome};
 use crate::webhook::{self, Event, EventError, EventKind, SignatureError};
 
@@ -47,17 +46,20 @@ impl IntoResponse for Answer {
     }
 }
 
-async fn receive(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    // Over MAX_BODY_BYTES (413) or a broken upload: answered before anything looks at it.
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) => {
+async fn receive(State(state): State<AppState>, request: Request) -> Response {
+    let headers = request.headers().clone();
+    // A client that trickles its body in is cut off (408) long before the request timeout.
+    let body = match tokio::time::timeout(BODY_READ_TIMEOUT, Bytes::from_request(request, &())).await {
+        Ok(Ok(body)) => body,
+        // Over MAX_BODY_BYTES (413) or a broken upload: answered before anything looks at it.
+        Ok(Err(rejection)) => {
             tracing::warn!(outcome = "rejected", error = %rejection.body_text(), "webhook");
             return (rejection.status(), Json(json!({ "error": rejection.body_text() }))).into_response();
+        }
+        Err(_) => {
+            tracing::warn!(outcome = "rejected", error = "the body was not received in time", "webhook");
+            let error = format!("the body was not received within {} s", BODY_READ_TIMEOUT.as_secs());
+            return (StatusCode::REQUEST_TIMEOUT, Json(json!({ "error": error }))).into_response();
         }
     };
     let event = match verified_event(&state, &headers, &body) {
