@@ -4,7 +4,11 @@ use std::process::ExitCode;
 
 use stripe_licensespring::settings::Settings;
 
-#[tokio::main]
+// One thread serves every request: the work per request is a few HTTP exchanges and tens of
+// microseconds of CPU, and the cache's fsyncs run on their own thread. A multi-threaded scheduler
+// on a small machine mostly adds cross-thread wake-ups (about a quarter more CPU per renewal; see
+// `benches/load.rs`).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let settings = match Settings::from_env() {
         Ok(settings) => settings,
