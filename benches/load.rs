@@ -4,7 +4,7 @@
 //! `/proc`, so the simulators and this load generator are not counted) and upstream calls per event.
 //!
 //! ```text
-//! cargo bench --bench load                  # the default set: each workload, 1,000 events, concurrency 16
+//! cargo bench --bench load                  # the default set: each workload, 2,000 events, concurrency 16
 //! cargo bench --bench load -- --workload renewals --events 2000 --concurrency 16 \
 //!     [--upstream-latency-ms L] [--cache-entries M] [--runs R] [--server PATH]
 //! ```
@@ -39,7 +39,7 @@ const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
 const USAGE: &str = "usage: cargo bench --bench load -- [--workload renewals|new|mixed] [--events N] \
 [--concurrency C] [--upstream-latency-ms L] [--cache-entries M] [--runs R] [--server PATH]";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 enum Workload {
     Renewals,
     New,
@@ -56,7 +56,6 @@ impl Workload {
     }
 }
 
-#[derive(Debug, Clone)]
 struct Options {
     workloads: Vec<Workload>,
     events: usize,
@@ -74,7 +73,7 @@ impl Options {
     fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Options>, String> {
         let mut options = Options {
             workloads: vec![Workload::Renewals, Workload::New, Workload::Mixed],
-            events: 1000,
+            events: 2000,
             concurrency: 16,
             upstream_latency: Duration::ZERO,
             cache_entries: 100,
@@ -118,7 +117,6 @@ impl Options {
 }
 
 /// One event ready to send: its exact body and a `Stripe-Signature` made before timing starts.
-#[derive(Clone)]
 struct SignedEvent {
     body: Bytes,
     signature: String,
@@ -135,7 +133,6 @@ struct Plan {
 }
 
 /// What one run measured.
-#[derive(Debug, Clone, Copy, Default)]
 struct Measurement {
     events_per_second: f64,
     p50_ms: f64,
@@ -172,7 +169,7 @@ fn main() {
         options.runs
     );
     println!(
-        "{:<12} {:>6} {:>9} {:>8} {:>8} {:>8} {:>11} {:>11} {:>9} {:>7} {:>11}",
+        "{:<15} {:>6} {:>9} {:>8} {:>8} {:>8} {:>11} {:>11} {:>9} {:>7} {:>11}",
         "workload",
         "cache",
         "events/s",
@@ -422,7 +419,7 @@ async fn send_all(
 
 fn print_row(label: &str, cache: usize, m: &Measurement) {
     println!(
-        "{label:<12} {cache:>6} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {:>11.3} {:>11.3} {:>9.1} {:>7} {:>11.2}",
+        "{label:<15} {cache:>6} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {:>11.3} {:>11.3} {:>9.1} {:>7} {:>11.2}",
         m.events_per_second,
         m.p50_ms,
         m.p99_ms,
