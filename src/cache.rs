@@ -633,6 +633,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_replaced_entry_is_written_with_its_new_values() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("cache.json");
+        let cache = SubscriptionCache::open(&path, 10).expect("opens");
+        cache.insert(entry(1)).await.expect("insert");
+        cache.insert(entry(2)).await.expect("insert");
+        let mut replaced = entry(1);
+        replaced.license_key = LicenseKey("NEW-KEY".into());
+        cache.insert(replaced.clone()).await.expect("replace");
+
+        let on_disk: Vec<CacheEntry> =
+            serde_json::from_slice(&fs::read(&path).expect("cache file")).expect("cache JSON");
+        assert_eq!(on_disk, [replaced, entry(2)]);
+    }
+
+    #[tokio::test]
     async fn a_reopened_cache_holds_the_same_entries() {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("cache.json");
