@@ -1,10 +1,12 @@
 //! What one `/webhooks` delivery costs before any upstream call: the signature check and the event
 //! parse, over the fixture events. Target: verify + parse of the basil `invoice.paid` (5 KB) under 20 µs.
+//! Also how that cost grows with the payload: an invoice with more lines, up to the 1 MiB limit.
 
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use stripe_licensespring::sandbox::stripe_sim::sign_stripe_payload;
 use stripe_licensespring::settings::Secret;
 use stripe_licensespring::webhook::{parse_event, verify};
 
@@ -55,5 +57,34 @@ fn webhook(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, webhook);
+/// The basil renewal invoice with its one line repeated `lines` times (about 1.5 KB each): invoices
+/// grow with their lines (one per price, plus prorations); 600 lines are about 880 KB.
+fn with_lines(lines: usize) -> Vec<u8> {
+    let mut event: serde_json::Value =
+        serde_json::from_slice(&fixture("basil/invoice.paid.subscription_cycle")).expect("JSON");
+    let data = &mut event["data"]["object"]["lines"]["data"];
+    *data = serde_json::Value::Array(vec![data[0].clone(); lines]);
+    serde_json::to_vec_pretty(&event).expect("serializes")
+}
+
+fn by_payload_size(c: &mut Criterion) {
+    let secrets = [Secret::new(SECRET)];
+    let mut group = c.benchmark_group("verify+parse by invoice lines");
+    group.sample_size(20).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    for lines in [1, 10, 100, 600] {
+        let body = with_lines(lines);
+        assert!(body.len() < 1024 * 1024, "within the body limit");
+        let header = sign_stripe_payload(&body, SECRET, NOW - 30);
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(lines), &body, |b, body| {
+            b.iter(|| {
+                verify(Some(black_box(&header)), black_box(body), &secrets, TOLERANCE, NOW).expect("valid");
+                parse_event(black_box(body)).expect("an event")
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, webhook, by_payload_size);
 criterion_main!(benches);
