@@ -16,7 +16,9 @@
 //! - `renewals`: `invoice.paid` renewals of cached subscriptions (GET + PATCH license, no write);
 //! - `new`: first invoices of new subscriptions (GET subscription, generate key, POST metadata,
 //!   create order, durable cache insert);
-//! - `mixed`: new subscriptions alternating with the first renewal of one created earlier.
+//! - `mixed`: new subscriptions alternating with the first renewal of one created earlier, and
+//!   every tenth event a repeated delivery of one sent `2 × concurrency` events before (10%
+//!   duplicates, as Stripe's at-least-once delivery makes them).
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -34,8 +36,6 @@ use stripe_licensespring::sandbox::{Fault, FaultKind};
 use stripe_licensespring::settings::Secret;
 
 const WEBHOOK_SECRET: &str = "whsec_load_benchmark_secret";
-/// `/proc` CPU times are in clock ticks: 100 a second on Linux (`getconf CLK_TCK`).
-const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
 const USAGE: &str = "usage: cargo bench --bench load -- [--workload renewals|new|mixed] [--events N] \
 [--concurrency C] [--upstream-latency-ms L] [--cache-entries M] [--runs R] [--server PATH]";
 
@@ -240,12 +240,13 @@ async fn run_once(binary: &Path, workload: Workload, options: &Options) -> (Meas
     let events = plan.timed.len();
     let calls_before = upstreams.stripe.request_count() + upstreams.licensespring.request_count();
     let cpu_before = server.cpu_time().expect("server CPU time");
-    let writer_before = cache_writer_cpu(server.pid());
+    let writer_before = server.thread_cpu_time("cache-writer").expect("writer CPU time");
     let started = Instant::now();
     let (mut latencies, non_2xx) = send_all(&client, &url, plan.timed, options.concurrency).await;
     let elapsed = started.elapsed();
     let cpu = server.cpu_time().expect("server CPU time") - cpu_before;
-    let writer_cpu = cache_writer_cpu(server.pid()) - writer_before;
+    let writer_cpu =
+        (server.thread_cpu_time("cache-writer").expect("writer CPU time") - writer_before).as_secs_f64();
     let calls = upstreams.stripe.request_count() + upstreams.licensespring.request_count() - calls_before;
     let peak_rss_kib = server.peak_rss_kib().expect("server peak RSS");
     server.kill();
@@ -293,8 +294,9 @@ fn plan(upstreams: &SimulatedUpstreams, workload: Workload, options: &Options) -
         Workload::Mixed => {
             let warmup = subscribe(2 * c);
             let mut to_renew: VecDeque<SubscriptionId> = warmup.iter().cloned().collect();
-            let mut order = Vec::with_capacity(n);
-            for index in 0..n {
+            let originals = n - n / DUPLICATE_EVERY;
+            let mut order = Vec::with_capacity(originals);
+            for index in 0..originals {
                 if index % 2 == 0 {
                     let sub = subscribe(1).remove(0);
                     to_renew.push_back(sub.clone());
@@ -321,13 +323,17 @@ fn plan(upstreams: &SimulatedUpstreams, workload: Workload, options: &Options) -
     let timed: Vec<Vec<u8>> = match timed {
         Timed::Bodies(bodies) => bodies,
         Timed::FirstInvoices(subs) => subs.iter().map(&mut first_invoice).collect(),
-        Timed::Mixed(order) => order
-            .into_iter()
-            .map(|step| match step {
-                Step::Create(sub) => first_invoice(&sub),
-                Step::Renewal(body) => body,
-            })
-            .collect(),
+        Timed::Mixed(order) => with_duplicates(
+            order
+                .into_iter()
+                .map(|step| match step {
+                    Step::Create(sub) => first_invoice(&sub),
+                    Step::Renewal(body) => body,
+                })
+                .collect(),
+            2 * c,
+            n,
+        ),
     };
     let now = chrono::Utc::now().timestamp();
     let sign = |bodies: Vec<Vec<u8>>| -> Vec<SignedEvent> {
@@ -340,6 +346,23 @@ fn plan(upstreams: &SimulatedUpstreams, workload: Workload, options: &Options) -
             .collect()
     };
     Plan { warmup: sign(warmup), timed: sign(timed), capacity: capacity.max(options.cache_entries) }
+}
+
+/// One event in this many of the `mixed` workload is a repeated delivery.
+const DUPLICATE_EVERY: usize = 10;
+
+/// `total` events: the originals with, after every `DUPLICATE_EVERY - 1` of them, a copy of the one
+/// sent `distance` events earlier.
+fn with_duplicates(originals: Vec<Vec<u8>>, distance: usize, total: usize) -> Vec<Vec<u8>> {
+    let mut sent: Vec<Vec<u8>> = Vec::with_capacity(total);
+    for body in originals {
+        sent.push(body);
+        if sent.len() % DUPLICATE_EVERY == DUPLICATE_EVERY - 1 && sent.len() < total {
+            let repeat = sent[sent.len().saturating_sub(distance)].clone();
+            sent.push(repeat);
+        }
+    }
+    sent
 }
 
 enum Timed {
@@ -450,19 +473,4 @@ fn median(runs: &[Measurement]) -> Measurement {
         non_2xx: of(|m| m.non_2xx as f64) as usize,
         upstream_calls_per_event: of(|m| m.upstream_calls_per_event),
     }
-}
-
-/// CPU seconds used so far by the server's `cache-writer` thread, from `/proc/<pid>/task`.
-fn cache_writer_cpu(pid: u32) -> f64 {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the server's threads");
-    tasks
-        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("stat")).ok())
-        .filter(|stat| stat.contains("(cache-writer)"))
-        .filter_map(|stat| {
-            // utime and stime, in clock ticks, are the 12th and 13th fields after the name.
-            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-            Some(fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?)
-        })
-        .sum::<f64>()
-        / CLOCK_TICKS_PER_SECOND
 }

@@ -82,11 +82,20 @@ impl ServerProcess {
 
     /// User plus system CPU time the process has used, from `/proc/<pid>/stat`.
     pub fn cpu_time(&self) -> Option<Duration> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).ok()?;
-        // Fields after the command name (which may hold spaces) start after the last ')'.
-        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-        let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-        Some(Duration::from_secs_f64(ticks as f64 / clock_ticks_per_second()))
+        cpu_time_in_stat(&std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).ok()?)
+    }
+
+    /// User plus system CPU time of the process's threads with this name (e.g. `cache-writer`).
+    pub fn thread_cpu_time(&self, thread_name: &str) -> Option<Duration> {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid())).ok()?;
+        let name = format!("({thread_name})");
+        Some(
+            tasks
+                .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("stat")).ok())
+                .filter(|stat| stat.contains(&name))
+                .filter_map(|stat| cpu_time_in_stat(&stat))
+                .sum(),
+        )
     }
 
     /// The peak resident set size in KiB (`VmHWM` in `/proc/<pid>/status`).
@@ -121,6 +130,14 @@ impl Drop for ServerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// utime + stime of a `/proc/.../stat` line. Fields after the command name (which may hold spaces)
+/// start after the last ')'; utime and stime are the 12th and 13th of them, in clock ticks.
+fn cpu_time_in_stat(stat: &str) -> Option<Duration> {
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_secs_f64(ticks as f64 / clock_ticks_per_second()))
 }
 
 /// The kernel's clock ticks per second for `/proc` CPU times: 100 on every Linux this runs on
