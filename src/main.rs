@@ -27,29 +27,26 @@ async fn main() -> ExitCode {
         // The sandbox generates its own keys: no .env is read, so a real one is never touched.
         let options = match DemoOptions::from_env() {
             Ok(options) => options,
-            Err(error) => {
-                eprintln!("error: {error}");
-                return ExitCode::from(2);
-            }
+            Err(error) => return exit_with(error, 2),
         };
         stripe_licensespring::init_tracing(&options.log_filter);
         demo::run_demo(options).await
     } else {
         let settings = match Settings::from_env() {
             Ok(settings) => settings,
-            Err(error) => {
-                eprintln!("error: {error}");
-                return ExitCode::from(2);
-            }
+            Err(error) => return exit_with(error, 2),
         };
         stripe_licensespring::init_tracing(&settings.log_filter);
         stripe_licensespring::run(settings).await
     };
     match run {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::FAILURE
-        }
+        Err(error) => exit_with(error, 1),
     }
+}
+
+/// Settings problems exit 2 before anything listens; a failure while running exits 1.
+fn exit_with(error: impl std::fmt::Display, code: u8) -> ExitCode {
+    eprintln!("error: {error}");
+    ExitCode::from(code)
 }
