@@ -10,7 +10,8 @@
 //! - the license key is written to the Stripe subscription's metadata *before* the order is
 //!   created, and a key found there is reused, so a retry continues with the same key;
 //! - the order id is derived from the subscription (`{ORDER_BASE_STRING}_{sub id}`), so a second
-//!   create is refused by LicenseSpring and recognised as "already done";
+//!   create is refused by LicenseSpring and recognised as "already done" (the license is found by
+//!   its key, else by that order id; if the order holds another key, Stripe's metadata is set to it);
 //! - "extend" sets an absolute date (the paid period's end) and never shortens.
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -222,20 +223,23 @@ impl<S: SubscriptionStore> Billing<S> {
     }
 
     /// The license of a subscription the cache does not know, through the `license_key` in the
-    /// event's metadata or, failing that, in the Stripe subscription's own.
+    /// event's metadata or, failing that, in the Stripe subscription's own; and, should neither lead
+    /// to it, through the order this server created for the subscription.
     async fn find_license(
         &self,
         subscription: &SubscriptionId,
         key_in_event: Option<&LicenseKey>,
     ) -> Result<Option<License>, BillingError> {
         let key = match key_in_event {
-            Some(key) => key.clone(),
-            None => match self.stripe.retrieve_subscription(subscription).await?.license_key {
-                Some(key) => key,
-                None => return Ok(None),
-            },
+            Some(key) => Some(key.clone()),
+            None => self.stripe.retrieve_subscription(subscription).await?.license_key,
         };
-        Ok(self.licensespring.find_license_by_key(&key).await?)
+        if let Some(key) = key
+            && let Some(license) = self.licensespring.find_license_by_key(&key).await?
+        {
+            return Ok(Some(license));
+        }
+        Ok(self.licensespring.find_license_by_order(&self.order_id(subscription)).await?)
     }
 
     async fn create(
@@ -260,14 +264,23 @@ impl<S: SubscriptionStore> Billing<S> {
             .licensespring
             .create_order(&order_id, &self.product_short_code, &key, paid_until.date_naive())
             .await;
-        let (license_id, is_new) = match created {
-            Ok(license_id) => (license_id, true),
+        let (license_id, key, is_new) = match created {
+            Ok(license_id) => (license_id, key, true),
             // The order id is ours and unique: a refusal may mean an earlier attempt created it.
             Err(error) if error.is_order_refusal() => {
-                match self.licensespring.find_license_by_key(&key).await? {
-                    Some(license) => (license.id, false),
-                    None => return Err(error.into()),
+                let license = match self.licensespring.find_license_by_key(&key).await? {
+                    Some(license) => license,
+                    None => match self.licensespring.find_license_by_order(&order_id).await? {
+                        Some(license) => license,
+                        None => return Err(error.into()),
+                    },
+                };
+                if license.license_key != key {
+                    // The order holds another key: an earlier attempt's metadata write was overtaken
+                    // (Stripe applied it late). The license is what the customer has; Stripe follows.
+                    self.stripe.set_subscription_license_key(subscription_id, &license.license_key).await?;
                 }
+                (license.id, license.license_key, false)
             }
             Err(error) => return Err(error.into()),
         };

@@ -265,6 +265,16 @@ impl LicenseSpringClient {
         Ok(list.results.into_iter().find(|license| license.license_key == *key))
     }
 
+    /// `GET /api/v1/licenses/?order__store_id=..`: the license of the order this server created with
+    /// that id, if any.
+    pub async fn find_license_by_order(&self, order_id: &str) -> Result<Option<License>, LicenseSpringError> {
+        let call = LicenseSpringCall::FindLicense;
+        let request =
+            self.request(call, Method::GET, "/api/v1/licenses/")?.query(&[("order__store_id", order_id)]);
+        let list: LicenseList = self.parse(call, &self.send(call, request).await?)?;
+        Ok(list.results.into_iter().find(|license| license.order_store_id.as_deref() == Some(order_id)))
+    }
+
     /// `GET /api/v1/licenses/{id}/`.
     pub async fn retrieve_license(&self, id: LicenseId) -> Result<License, LicenseSpringError> {
         let call = LicenseSpringCall::RetrieveLicense;

@@ -4,7 +4,9 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use reqwest::Method;
-use stripe_licensespring::model::{IntervalUnit, SubscriptionId};
+use std::time::Duration;
+
+use stripe_licensespring::model::{IntervalUnit, LicenseKey, SubscriptionId};
 use stripe_licensespring::sandbox::licensespring_sim::{
     self, LicenseSpringSim, LicenseSpringSimConfig, SimLicense,
 };
@@ -13,6 +15,7 @@ use stripe_licensespring::sandbox::stripe_sim::{
 };
 use stripe_licensespring::sandbox::{Fault, FaultKind};
 use stripe_licensespring::settings::Secret;
+use stripe_licensespring::stripe::StripeClient;
 
 use crate::helpers::*;
 
@@ -125,6 +128,16 @@ impl World {
             self.licensespring.licenses().into_iter().filter(|l| l.order_store_id == store_id).collect();
         assert_eq!(licenses.len(), 1, "exactly one license for {subscription}: {licenses:?}");
         licenses.into_iter().next().unwrap()
+    }
+
+    /// Writes the subscription's `license_key` metadata through the Stripe API, as this server does.
+    pub async fn write_key_in_stripe(&self, subscription: &SubscriptionId, key: &str) {
+        let stripe =
+            StripeClient::new(self.stripe.base_url(), Secret::new(STRIPE_KEY), Duration::from_secs(5));
+        stripe
+            .set_subscription_license_key(subscription, &LicenseKey(key.to_owned()))
+            .await
+            .expect("written");
     }
 
     pub fn period_end(&self, subscription: &SubscriptionId) -> NaiveDate {
@@ -506,6 +519,51 @@ async fn a_renewal_before_its_first_invoice_waits_for_it() {
     let early = world.deliver(&renewal).await;
     assert_eq!(early.status(), 503);
     world.deliver_ok(&first).await;
+    world.deliver_ok(&renewal).await;
+    assert_eq!(world.license_of(&subscription).validity_period, Some(world.period_end(&subscription)));
+}
+
+#[tokio::test]
+async fn an_order_holding_another_key_is_adopted_and_stripe_follows_it() {
+    // The race: an earlier attempt created the order with key B, but a late metadata write left A in
+    // Stripe. The license is what the customer has, so Stripe's metadata must end up saying B.
+    let world = World::start().await;
+    let (subscription, first) = world.subscribe(PRICE_ID);
+    let http = reqwest::Client::new();
+    world.write_key_in_stripe(&subscription, "AAAA-AAAA-AAAA-AAAA").await;
+    let order = serde_json::json!({"id": format!("{ORDER_BASE}_{subscription}"), "items": [{"product_code": PRODUCT_CODE,
+        "licenses": [{"key": "BBBB-BBBB-BBBB-BBBB", "license_type": "subscription", "is_trial": false,
+                      "validity_period": "2030-01-01"}]}]});
+    let created = http
+        .post(format!("{}api/v1/orders/create_order/", world.licensespring.base_url()))
+        .header("authorization", format!("Api-Key {LICENSESPRING_KEY}"))
+        .json(&order)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 200);
+
+    world.deliver_ok(&first).await;
+    let license = world.license_of(&subscription);
+    assert_eq!(license.license_key.as_str(), "BBBB-BBBB-BBBB-BBBB");
+    assert_eq!(world.key_in_stripe(&subscription).as_deref(), Some("BBBB-BBBB-BBBB-BBBB"));
+    assert_eq!(world.cache()[0]["license_key"], "BBBB-BBBB-BBBB-BBBB");
+    assert_eq!(world.licensespring.licenses().len(), 1);
+}
+
+#[tokio::test]
+async fn a_license_whose_key_never_reached_stripe_is_found_through_its_order() {
+    // The cache is lost and Stripe's metadata has no key: the order this server made still leads
+    // to the license, so a renewal extends it instead of waiting forever.
+    let mut world = World::start().await;
+    let (subscription, first) = world.subscribe(PRICE_ID);
+    world.deliver_ok(&first).await;
+    // An empty value deletes the key, as with Stripe.
+    world.write_key_in_stripe(&subscription, "").await;
+    assert_eq!(world.key_in_stripe(&subscription), None);
+    world.restart_with_empty_cache().await;
+
+    let renewal = world.stripe.renew(&subscription).unwrap();
     world.deliver_ok(&renewal).await;
     assert_eq!(world.license_of(&subscription).validity_period, Some(world.period_end(&subscription)));
 }

@@ -174,6 +174,30 @@ async fn find_license_by_key_reads_a_match_and_zero_results_as_none() {
 }
 
 #[tokio::test]
+async fn find_license_by_order_asks_for_the_order_id_and_takes_only_that_orders_license() {
+    let (client, upstream) = client().await;
+    upstream.push(list_of(vec![license_json(json!("2025-12-24"))]));
+    upstream
+        .push(list_of(vec![json!({"id": 1, "license_key": "OTHER-KEY", "order_store_id": "another-order"})]));
+
+    let found = client.find_license_by_order(ORDER_ID).await.expect("found").expect("a license");
+    assert_eq!((found.id, found.license_key), (LICENSE_ID, key()));
+    assert_eq!(
+        client.find_license_by_order(ORDER_ID).await.expect("answered"),
+        None,
+        "only that order counts"
+    );
+
+    let requests = upstream.requests();
+    assert_sent(
+        &requests[0],
+        "GET",
+        "/api/v1/licenses/",
+        Some("order__store_id=stripe-license-sub_1TestLicense0000000001"),
+    );
+}
+
+#[tokio::test]
 async fn retrieve_license_reads_validity_period_as_a_date_datetime_or_null() {
     let (client, upstream) = client().await;
     for validity_period in
