@@ -37,6 +37,11 @@ pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest accepted request body; Stripe events are far smaller.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// How many webhook bodies may be held in memory at once (read, verified, parsed); more wait their
+/// turn. With [`MAX_BODY_BYTES`] this bounds the memory a flood of large uploads can take to
+/// a few tens of MiB, without limiting how many flows run (a body is dropped before its flow starts).
+pub const MAX_BODIES_IN_MEMORY: usize = 16;
+
 /// What every handler shares: the upstream clients and the settings they need.
 #[derive(Clone)]
 pub struct AppState(Arc<AppContext>);
@@ -49,6 +54,8 @@ pub struct AppContext {
     pub billing: Billing<SubscriptionCache>,
     /// Event ids handled lately: a repeated delivery is answered without calling anybody.
     pub recent_events: RecentEvents,
+    /// One permit per webhook body held in memory ([`MAX_BODIES_IN_MEMORY`]).
+    pub body_permits: tokio::sync::Semaphore,
     /// Demo mode only: the simulators the home page shows and the sandbox routes control.
     pub sandbox: Option<Arc<DemoPanel>>,
 }
@@ -91,6 +98,7 @@ impl AppState {
                 locks: SubscriptionLocks::default(),
             },
             recent_events: RecentEvents::new(RECENT_EVENTS),
+            body_permits: tokio::sync::Semaphore::new(MAX_BODIES_IN_MEMORY),
             sandbox,
         }))
     }

@@ -48,6 +48,10 @@ impl IntoResponse for Answer {
 
 async fn receive(State(state): State<AppState>, request: Request) -> Response {
     let headers = request.headers().clone();
+    // The body is held only while it is read, verified and parsed; the flow sees typed facts.
+    let Ok(body_permit) = state.body_permits.acquire().await else {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    };
     // A client that trickles its body in is cut off (408) long before the request timeout.
     let body = match tokio::time::timeout(BODY_READ_TIMEOUT, Bytes::from_request(request, &())).await {
         Ok(Ok(body)) => body,
@@ -69,6 +73,7 @@ async fn receive(State(state): State<AppState>, request: Request) -> Response {
             return Answer::Rejected(error).into_response();
         }
     };
+    drop((body, body_permit));
     let started = Instant::now();
     let answer = handle(&state, &event).await;
     let subscription = subscription_of(&event).unwrap_or("-");

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use stripe_licensespring::HEADER_READ_TIMEOUT;
 use stripe_licensespring::sandbox::process::ServerProcess;
 use stripe_licensespring::sandbox::stripe_sim::{self, DEFAULT_PRICE_ID};
-use stripe_licensespring::web::{BODY_READ_TIMEOUT, MAX_BODY_BYTES};
+use stripe_licensespring::web::{BODY_READ_TIMEOUT, MAX_BODIES_IN_MEMORY, MAX_BODY_BYTES};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -209,8 +209,9 @@ async fn hostile_requests_are_refused_and_change_nothing() {
         }
     }
 
-    // A burst of large refused bodies at once: memory must not grow with them.
-    let burst: Vec<_> = (0..32)
+    // A burst of large refused bodies at once, eight times as many as the server holds in memory:
+    // memory must not grow with them.
+    let burst: Vec<_> = (0..8 * MAX_BODIES_IN_MEMORY)
         .map(|i| {
             let (http, url) = (http.clone(), server.url("/webhooks"));
             let body = if i % 2 == 0 { deep.clone() } else { over_limit.clone() };
@@ -243,9 +244,10 @@ async fn hostile_requests_are_refused_and_change_nothing() {
     assert_eq!(deliver(&http, &server.url(""), &event).await.expect("answered"), 200);
     let peak = assert_memory_bounded(&server);
     eprintln!(
-        "hostile input: {} HTTP cases + 4 raw, a burst of 32 large bodies; peak RSS {started_at} KiB \
+        "hostile input: {} HTTP cases + 4 raw, a burst of {} large bodies; peak RSS {started_at} KiB \
          after start, {peak} KiB after all",
-        cases.len()
+        cases.len(),
+        8 * MAX_BODIES_IN_MEMORY
     );
 }
 
