@@ -37,10 +37,14 @@ pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest accepted request body; Stripe events are far smaller.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
-/// How many webhook bodies may be held in memory at once (read, verified, parsed); more wait their
-/// turn. With [`MAX_BODY_BYTES`] this bounds the memory a flood of large uploads can take to
-/// a few tens of MiB, without limiting how many flows run (a body is dropped before its flow starts).
+/// How many large webhook bodies (over [`SMALL_BODY_BYTES`], or of unknown length) may be held in
+/// memory at once; more wait their turn. With [`MAX_BODY_BYTES`] this bounds what a flood of large
+/// uploads can take. Stripe's events are small and never wait, so slow or large senders cannot
+/// hold up genuine deliveries; and a body is dropped before its flow starts.
 pub const MAX_BODIES_IN_MEMORY: usize = 16;
+
+/// A webhook body declared at most this long is read without waiting for a permit.
+pub const SMALL_BODY_BYTES: u64 = 64 * 1024;
 
 /// What every handler shares: the upstream clients and the settings they need.
 #[derive(Clone)]
@@ -54,7 +58,7 @@ pub struct AppContext {
     pub billing: Billing<SubscriptionCache>,
     /// Event ids handled lately: a repeated delivery is answered without calling anybody.
     pub recent_events: RecentEvents,
-    /// One permit per webhook body held in memory ([`MAX_BODIES_IN_MEMORY`]).
+    /// One permit per large webhook body held in memory ([`MAX_BODIES_IN_MEMORY`]).
     pub body_permits: tokio::sync::Semaphore,
     /// Demo mode only: the simulators the home page shows and the sandbox routes control.
     pub sandbox: Option<Arc<DemoPanel>>,

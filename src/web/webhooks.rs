@@ -4,6 +4,7 @@ use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::http::header::CONTENT_LENGTH;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -11,7 +12,7 @@ use serde_json::json;
 
 use std::time::Instant;
 
-use super::{AppState, BODY_READ_TIMEOUT, MAX_BODY_BYTES};
+use super::{AppState, BODY_READ_TIMEOUT, MAX_BODY_BYTES, SMALL_BODY_BYTES};
 use crate::billing::{BillingError, Outcome};
 use crate::webhook::{self, Event, EventError, EventKind, SignatureError};
 
@@ -48,9 +49,18 @@ impl IntoResponse for Answer {
 
 async fn receive(State(state): State<AppState>, request: Request) -> Response {
     let headers = request.headers().clone();
-    // The body is held only while it is read, verified and parsed; the flow sees typed facts.
-    let Ok(body_permit) = state.body_permits.acquire().await else {
-        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    // A large body is held (with a permit) only while it is read, verified and parsed.
+    let declared_small = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok())
+        .is_some_and(|length| length <= SMALL_BODY_BYTES);
+    let body_permit = if declared_small {
+        None
+    } else {
+        match state.body_permits.acquire().await {
+            Ok(permit) => Some(permit),
+            Err(_) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        }
     };
     // A client that trickles its body in is cut off (408) long before the request timeout.
     let body = match tokio::time::timeout(BODY_READ_TIMEOUT, Bytes::from_request(request, &())).await {
