@@ -152,6 +152,8 @@ pub enum Scripted {
         status: u16,
         content_type: &'static str,
         body: String,
+        /// Extra response headers, e.g. `Stripe-Should-Retry`.
+        headers: Vec<(&'static str, &'static str)>,
     },
     /// Waits this long before answering 200 `{}`: longer than the client's timeout means a hang.
     Hang(Duration),
@@ -159,11 +161,24 @@ pub enum Scripted {
 
 impl Scripted {
     pub fn json(status: u16, body: serde_json::Value) -> Scripted {
-        Scripted::Answer { status, content_type: "application/json", body: body.to_string() }
+        Scripted::Answer {
+            status,
+            content_type: "application/json",
+            body: body.to_string(),
+            headers: Vec::new(),
+        }
     }
 
     pub fn text(status: u16, body: &str) -> Scripted {
-        Scripted::Answer { status, content_type: "text/html", body: body.to_owned() }
+        Scripted::Answer { status, content_type: "text/html", body: body.to_owned(), headers: Vec::new() }
+    }
+
+    /// The same answer with one more response header.
+    pub fn with_header(mut self, name: &'static str, value: &'static str) -> Scripted {
+        if let Scripted::Answer { headers, .. } = &mut self {
+            headers.push((name, value));
+        }
+        self
     }
 }
 
@@ -234,9 +249,14 @@ async fn answer(
     };
     match next {
         None => (StatusCode::OK, [("content-type", "application/json")], "{}").into_response(),
-        Some(Scripted::Answer { status, content_type, body }) => {
-            (StatusCode::from_u16(status).expect("valid status"), [("content-type", content_type)], body)
-                .into_response()
+        Some(Scripted::Answer { status, content_type, body, headers }) => {
+            let mut response =
+                (StatusCode::from_u16(status).expect("valid status"), [("content-type", content_type)], body)
+                    .into_response();
+            for (name, value) in headers {
+                response.headers_mut().insert(name, axum::http::HeaderValue::from_static(value));
+            }
+            response
         }
         Some(Scripted::Hang(duration)) => {
             tokio::time::sleep(duration).await;

@@ -120,6 +120,24 @@ async fn retryable_failures_are_retried_with_the_same_idempotency_key() {
 }
 
 #[tokio::test]
+async fn stripe_should_retry_decides_over_the_status() {
+    // `Stripe-Should-Retry: false` on a 503: the outcome is known, trying again would not help.
+    let (client, upstream) = client().await;
+    upstream.push(stripe_error(503, "unavailable").with_header("stripe-should-retry", "false"));
+    let error = client.retrieve_subscription(&sub_id()).await.expect_err("not retried");
+    assert_eq!(error.status(), Some(503));
+    assert!(!error.is_retryable());
+    assert_eq!(upstream.requests().len(), 1);
+
+    // `Stripe-Should-Retry: true` on a 400 (e.g. a lock): retried.
+    let (second_client, upstream) = self::client().await;
+    upstream.push(stripe_error(400, "lock_timeout").with_header("stripe-should-retry", "true"));
+    upstream.push(Scripted::json(200, subscription_json("basil")));
+    second_client.retrieve_subscription(&sub_id()).await.expect("retried, then read");
+    assert_eq!(upstream.requests().len(), 2);
+}
+
+#[tokio::test]
 async fn retries_stop_after_two() {
     let (client, upstream) = client().await;
     upstream.always(stripe_error(503, "api_error"));
