@@ -17,8 +17,9 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use serde_json::json;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
-use tracing::Level;
+use tower_http::trace::TraceLayer;
+use tracing::Span;
+use tracing::field::Empty;
 
 use crate::billing::{Billing, RecentEvents, SubscriptionLocks};
 use crate::cache::SubscriptionCache;
@@ -128,12 +129,46 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                .make_span_with(request_span)
                 .on_request(())
-                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                .on_response(log_request)
+                // 5xx answers are already logged, at WARN, by `log_request`.
+                .on_failure(()),
         )
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
         .with_state(state)
+}
+
+/// Each request's span: the handlers fill in what they learn (a webhook's event, subscription and
+/// outcome; an upstream's error), and [`log_request`] writes it all as the request's one log line.
+fn request_span(request: &axum::http::Request<axum::body::Body>) -> Span {
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        uri = %request.uri(),
+        event_id = Empty,
+        event_type = Empty,
+        subscription = Empty,
+        outcome = Empty,
+        detail = Empty,
+        error = Empty,
+    )
+}
+
+/// The one log line per request, in its span: WARN for a 5xx answer, INFO otherwise.
+fn log_request(response: &Response, latency: Duration, _span: &Span) {
+    let status = response.status().as_u16();
+    let latency_ms = latency.as_secs_f64() * 1000.0;
+    if response.status().is_server_error() {
+        tracing::warn!(status, latency_ms, "answered");
+    } else {
+        tracing::info!(status, latency_ms, "answered");
+    }
+}
+
+/// Adds a fact to the current request's log line (a field declared in [`request_span`]).
+pub(crate) fn note(field: &'static str, value: &dyn std::fmt::Display) {
+    Span::current().record(field, tracing::field::display(value));
 }
 
 #[derive(Template, WebTemplate)]
@@ -158,7 +193,7 @@ async fn create_payment_link_json(State(state): State<AppState>) -> Response {
     match state.stripe.create_payment_link(&state.stripe_price_id).await {
         Ok(link) => Json(json!({ "url": link.url })).into_response(),
         Err(error) => {
-            tracing::warn!(%error, "creating a payment link failed");
+            note("error", &error);
             (StatusCode::BAD_GATEWAY, Json(json!({ "error": error.to_string() }))).into_response()
         }
     }
@@ -168,7 +203,7 @@ async fn create_payment_link_redirect(State(state): State<AppState>) -> Response
     match state.stripe.create_payment_link(&state.stripe_price_id).await {
         Ok(link) => Redirect::to(&link.url).into_response(),
         Err(error) => {
-            tracing::warn!(%error, "creating a payment link failed");
+            note("error", &error);
             let page = ErrorPage {
                 title: "The payment link could not be created".to_owned(),
                 message: error.to_string(),

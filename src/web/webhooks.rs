@@ -10,9 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::json;
 
-use std::time::Instant;
-
-use super::{AppState, BODY_READ_TIMEOUT, MAX_BODY_BYTES, SMALL_BODY_BYTES};
+use super::{AppState, BODY_READ_TIMEOUT, MAX_BODY_BYTES, SMALL_BODY_BYTES, note};
 use crate::billing::{BillingError, Outcome};
 use crate::webhook::{self, Event, EventError, EventKind, SignatureError};
 
@@ -67,46 +65,41 @@ async fn receive(State(state): State<AppState>, request: Request) -> Response {
         Ok(Ok(body)) => body,
         // Over MAX_BODY_BYTES (413) or a broken upload: answered before anything looks at it.
         Ok(Err(rejection)) => {
-            tracing::warn!(outcome = "rejected", error = %rejection.body_text(), "webhook");
+            note("outcome", &"rejected");
+            note("error", &rejection.body_text());
             return (rejection.status(), Json(json!({ "error": rejection.body_text() }))).into_response();
         }
         Err(_) => {
-            tracing::warn!(outcome = "rejected", error = "the body was not received in time", "webhook");
             let error = format!("the body was not received within {} s", BODY_READ_TIMEOUT.as_secs());
+            note("outcome", &"rejected");
+            note("error", &error);
             return (StatusCode::REQUEST_TIMEOUT, Json(json!({ "error": error }))).into_response();
         }
     };
     let event = match verified_event(&state, &headers, &body) {
         Ok(event) => event,
         Err(error) => {
-            tracing::warn!(outcome = "rejected", %error, "webhook");
+            note("outcome", &"rejected");
+            note("error", &error);
             return Answer::Rejected(error).into_response();
         }
     };
     drop((body, body_permit));
-    let started = Instant::now();
+    note("event_id", &event.id);
+    note("event_type", &event.event_type);
+    if let Some(subscription) = subscription_of(&event) {
+        note("subscription", &subscription);
+    }
     let answer = handle(&state, &event).await;
-    let subscription = subscription_of(&event).unwrap_or("-");
-    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
     match &answer {
-        Answer::Handled(outcome) => tracing::info!(
-            event_id = %event.id,
-            event_type = %event.event_type,
-            subscription,
-            outcome = outcome.label(),
-            detail = %outcome,
-            duration_ms,
-            "webhook"
-        ),
-        Answer::Failed(error) => tracing::warn!(
-            event_id = %event.id,
-            event_type = %event.event_type,
-            subscription,
-            outcome = "failed",
-            %error,
-            duration_ms,
-            "webhook"
-        ),
+        Answer::Handled(outcome) => {
+            note("outcome", &outcome.label());
+            note("detail", outcome);
+        }
+        Answer::Failed(error) => {
+            note("outcome", &"failed");
+            note("error", error);
+        }
         Answer::Rejected(_) => {}
     }
     answer.into_response()

@@ -184,7 +184,7 @@ async fn the_binary_runs_the_sandbox_without_env_and_logs_no_secret() {
 
     assert!(output.contains("nothing is charged"), "{output}");
     assert!(output.contains("nothing leaves this machine"), "{output}");
-    assert!(output.contains("outcome=\"created\""), "the webhook was handled: {output}");
+    assert!(output.contains("outcome=created"), "the webhook was handled: {output}");
     for secret_prefix in ["whsec_", "sk_test_", "Api-Key", "Bearer"] {
         assert!(!output.contains(secret_prefix), "{secret_prefix} in the logs:\n{output}");
     }
