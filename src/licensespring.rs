@@ -257,22 +257,25 @@ impl LicenseSpringClient {
 
     /// `GET /api/v1/licenses/?license_key=..`: the license with exactly this key, or `None`.
     pub async fn find_license_by_key(&self, key: &LicenseKey) -> Result<Option<License>, LicenseSpringError> {
-        let call = LicenseSpringCall::FindLicense;
-        let request =
-            self.request(call, Method::GET, "/api/v1/licenses/")?.query(&[("license_key", key.as_str())]);
-        let list: LicenseList = self.parse(call, &self.send(call, request).await?)?;
+        let found = self.list_licenses("license_key", key.as_str()).await?;
         // Only an exact match counts, in case the filter ever matches loosely.
-        Ok(list.results.into_iter().find(|license| license.license_key == *key))
+        Ok(found.into_iter().find(|license| license.license_key == *key))
     }
 
     /// `GET /api/v1/licenses/?order__store_id=..`: the license of the order this server created with
     /// that id, if any.
     pub async fn find_license_by_order(&self, order_id: &str) -> Result<Option<License>, LicenseSpringError> {
+        let found = self.list_licenses("order__store_id", order_id).await?;
+        Ok(found.into_iter().find(|license| license.order_store_id.as_deref() == Some(order_id)))
+    }
+
+    /// The first page of `GET /api/v1/licenses/` filtered by one field: a subscription's license is
+    /// one, so the first page always holds it.
+    async fn list_licenses(&self, filter: &str, value: &str) -> Result<Vec<License>, LicenseSpringError> {
         let call = LicenseSpringCall::FindLicense;
-        let request =
-            self.request(call, Method::GET, "/api/v1/licenses/")?.query(&[("order__store_id", order_id)]);
+        let request = self.request(call, Method::GET, "/api/v1/licenses/")?.query(&[(filter, value)]);
         let list: LicenseList = self.parse(call, &self.send(call, request).await?)?;
-        Ok(list.results.into_iter().find(|license| license.order_store_id.as_deref() == Some(order_id)))
+        Ok(list.results)
     }
 
     /// `GET /api/v1/licenses/{id}/`.

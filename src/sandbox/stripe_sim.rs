@@ -356,13 +356,6 @@ impl StripeSim {
         DateTime::from_timestamp(lock(&self.shared.store).now(), 0).unwrap_or_else(Utc::now)
     }
 
-    /// Moves the simulated clock forward (it also runs on with real time).
-    pub fn advance_clock(&self, by: Duration) {
-        let seconds = i64::try_from(by.as_secs()).unwrap_or(i64::MAX / 2);
-        let mut store = lock(&self.shared.store);
-        store.clock_offset = store.clock_offset.saturating_add(seconds);
-    }
-
     /// What the checkout page's Pay button does: a customer and a subscription on the link's
     /// price, its first invoice paid, and `invoice.paid` (`subscription_create`) emitted.
     pub fn pay_payment_link(&self, payment_link_id: &str) -> Result<SubscriptionId, StripeSimError> {

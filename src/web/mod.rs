@@ -52,7 +52,6 @@ pub const SMALL_BODY_BYTES: u64 = 64 * 1024;
 pub struct AppState(Arc<AppContext>);
 
 pub struct AppContext {
-    pub stripe: StripeClient,
     pub stripe_price_id: String,
     pub webhook_secrets: Vec<Secret>,
     pub webhook_tolerance: Duration,
@@ -90,7 +89,6 @@ impl AppState {
             settings.upstream_timeout,
         );
         AppState(Arc::new(AppContext {
-            stripe: stripe.clone(),
             stripe_price_id: settings.stripe_price_id.clone(),
             webhook_secrets: settings.webhook_secrets.clone(),
             webhook_tolerance: settings.webhook_tolerance,
@@ -191,7 +189,7 @@ struct ErrorPage {
 }
 
 async fn create_payment_link_json(State(state): State<AppState>) -> Response {
-    match state.stripe.create_payment_link(&state.stripe_price_id).await {
+    match state.billing.stripe.create_payment_link(&state.stripe_price_id).await {
         Ok(link) => Json(json!({ "url": link.url })).into_response(),
         Err(error) => {
             note("error", &error);
@@ -201,7 +199,7 @@ async fn create_payment_link_json(State(state): State<AppState>) -> Response {
 }
 
 async fn create_payment_link_redirect(State(state): State<AppState>) -> Response {
-    match state.stripe.create_payment_link(&state.stripe_price_id).await {
+    match state.billing.stripe.create_payment_link(&state.stripe_price_id).await {
         Ok(link) => Redirect::to(&link.url).into_response(),
         Err(error) => {
             note("error", &error);

@@ -5,7 +5,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::header::CONTENT_LENGTH;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::json;
@@ -46,9 +46,11 @@ impl IntoResponse for Answer {
 }
 
 async fn receive(State(state): State<AppState>, request: Request) -> Response {
-    let headers = request.headers().clone();
+    // Reading the body consumes the request: keep the one header needed after that.
+    let signature = request.headers().get("stripe-signature").cloned();
     // A large body is held (with a permit) only while it is read, verified and parsed.
-    let declared_small = headers
+    let declared_small = request
+        .headers()
         .get(CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok()?.parse::<u64>().ok())
         .is_some_and(|length| length <= SMALL_BODY_BYTES);
@@ -76,7 +78,7 @@ async fn receive(State(state): State<AppState>, request: Request) -> Response {
             return (StatusCode::REQUEST_TIMEOUT, Json(json!({ "error": error }))).into_response();
         }
     };
-    let event = match verified_event(&state, &headers, &body) {
+    let event = match verified_event(&state, signature.as_ref(), &body) {
         Ok(event) => event,
         Err(error) => {
             note("outcome", &"rejected");
@@ -115,8 +117,8 @@ enum Refused {
 }
 
 /// The signature first, over the raw bytes; only an authentic body is parsed.
-fn verified_event(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Event, Refused> {
-    let header = match headers.get("stripe-signature").map(|value| value.to_str()) {
+fn verified_event(state: &AppState, signature: Option<&HeaderValue>, body: &[u8]) -> Result<Event, Refused> {
+    let header = match signature.map(|value| value.to_str()) {
         None => None,
         Some(Ok(text)) => Some(text),
         Some(Err(_)) => return Err(SignatureError::MalformedHeader("not visible ASCII").into()),

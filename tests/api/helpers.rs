@@ -10,7 +10,6 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use hmac::{Hmac, KeyInit, Mac};
 pub use stripe_licensespring::sandbox::RecordedRequest;
 use stripe_licensespring::settings::Settings;
 
@@ -126,10 +125,7 @@ impl TestApp {
 /// A `Stripe-Signature` value for `body`, signed with `secret` at Unix time `t`, the way Stripe
 /// signs: HMAC-SHA256 of `"{t}.{body}"`, keyed by the whole secret, as lower-case hex.
 pub fn sign(body: &[u8], secret: &str, t: i64) -> String {
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
-    mac.update(format!("{t}.").as_bytes());
-    mac.update(body);
-    format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
+    stripe_licensespring::sandbox::stripe_sim::sign_stripe_payload(body, secret, t)
 }
 
 /// The current Unix time, for signing.

@@ -132,13 +132,8 @@ fn check_one_license_each(
 ) {
     let by_order = licenses_by_order(upstreams);
     for subscription in subscriptions {
-        let licenses = by_order.get(&order_id(subscription.as_str())).map_or(&[][..], Vec::as_slice);
-        assert_eq!(licenses.len(), 1, "{context}: {subscription} has {} licenses", licenses.len());
-        let in_stripe =
-            upstreams.stripe.subscription(subscription).and_then(|s| s.metadata.get("license_key").cloned());
-        assert_eq!(in_stripe.as_deref(), Some(licenses[0].license_key.as_str()), "{context}: {subscription}");
+        only_license(upstreams, &by_order, subscription, context);
         assert!(cached.contains(subscription.as_str()), "{context}: {subscription} is not cached");
     }
-    assert_eq!(by_order.len(), subscriptions.len(), "{context}: orders nobody asked for");
-    assert_eq!(upstreams.licensespring.orders().len(), subscriptions.len(), "{context}: orphan orders");
+    assert_no_orphans(upstreams, &by_order, subscriptions.len(), context);
 }

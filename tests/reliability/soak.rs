@@ -159,27 +159,19 @@ fn check_end_state(
 ) {
     let by_order = licenses_by_order(upstreams);
     for subscription in subscriptions {
-        let licenses = by_order.get(&order_id(subscription.as_str())).map_or(&[][..], Vec::as_slice);
-        assert_eq!(licenses.len(), 1, "{context}: {subscription} has {} licenses", licenses.len());
-        let license = &licenses[0];
-        let simulated = upstreams.stripe.subscription(subscription).expect("known to Stripe");
-        assert_eq!(
-            simulated.metadata.get("license_key").map(String::as_str),
-            Some(license.license_key.as_str()),
-            "{context}: {subscription}: the key in Stripe is the license's"
-        );
+        let license = only_license(upstreams, &by_order, subscription, context);
         if deleted.contains(subscription) {
             assert!(!license.enabled, "{context}: {subscription} was deleted but its license is enabled");
             assert_eq!(license.valid_duration.as_deref(), Some("1m"), "{context}: {subscription}");
         } else {
+            let simulated = upstreams.stripe.subscription(subscription).expect("known to Stripe");
             let paid_until =
                 DateTime::from_timestamp(simulated.current_period_end, 0).expect("a date").date_naive();
             assert!(license.enabled, "{context}: {subscription} is live but its license is disabled");
             assert_eq!(license.validity_period, Some(paid_until), "{context}: {subscription}: validity");
         }
     }
-    assert_eq!(by_order.len(), subscriptions.len(), "{context}: licenses in orders of no subscription");
-    assert_eq!(upstreams.licensespring.orders().len(), subscriptions.len(), "{context}: orphan orders");
+    assert_no_orphans(upstreams, &by_order, subscriptions.len(), context);
 
     let cached: HashSet<String> =
         home.cache_entries().iter().map(|e| e["sub_id"].as_str().expect("sub_id").to_owned()).collect();

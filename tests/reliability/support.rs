@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rand::Rng;
+use stripe_licensespring::model::SubscriptionId;
 use stripe_licensespring::sandbox::licensespring_sim::{LicenseSpringSimConfig, SimLicense};
 use stripe_licensespring::sandbox::process::{ServerProcess, SimulatedUpstreams};
 use stripe_licensespring::sandbox::stripe_sim::{self, SimEvent, StripeSimConfig};
@@ -146,4 +147,35 @@ pub fn licenses_by_order(upstreams: &SimulatedUpstreams) -> HashMap<String, Vec<
 
 pub fn order_id(subscription: &str) -> String {
     format!("{ORDER_BASE}_{subscription}")
+}
+
+/// The one license in the subscription's own order, whose key is the one in Stripe's metadata
+/// (panics, naming `context`, otherwise).
+pub fn only_license<'a>(
+    upstreams: &SimulatedUpstreams,
+    by_order: &'a HashMap<String, Vec<SimLicense>>,
+    subscription: &SubscriptionId,
+    context: &str,
+) -> &'a SimLicense {
+    let licenses = by_order.get(&order_id(subscription.as_str())).map_or(&[][..], Vec::as_slice);
+    assert_eq!(licenses.len(), 1, "{context}: {subscription} has {} licenses", licenses.len());
+    let in_stripe =
+        upstreams.stripe.subscription(subscription).and_then(|s| s.metadata.get("license_key").cloned());
+    assert_eq!(
+        in_stripe.as_deref(),
+        Some(licenses[0].license_key.as_str()),
+        "{context}: {subscription}: the key in Stripe is the license's"
+    );
+    &licenses[0]
+}
+
+/// LicenseSpring holds one order per subscription and no license in any other order.
+pub fn assert_no_orphans(
+    upstreams: &SimulatedUpstreams,
+    by_order: &HashMap<String, Vec<SimLicense>>,
+    subscriptions: usize,
+    context: &str,
+) {
+    assert_eq!(by_order.len(), subscriptions, "{context}: licenses in orders of no subscription");
+    assert_eq!(upstreams.licensespring.orders().len(), subscriptions, "{context}: orphan orders");
 }
