@@ -1,19 +1,19 @@
-//! A LicenseSpring Management API simulator: the five calls this server makes, with the documented
-//! rules enforced (`Api-Key` auth, trailing slashes, unique order ids and keys, the PATCH validity
-//! rules) and the two undocumented answer shapes selectable by configuration.
+//! A LicenseSpring Management API simulator: the five calls `stripe-licensespring` makes, with the
+//! documented rules enforced (`Api-Key` auth, trailing slashes, unique order ids and keys, the PATCH
+//! validity rules) and the two undocumented answer shapes selectable by configuration.
 //!
 //! Errors are `{"detail": "..."}`, as LicenseSpring's (Django REST framework) answers are; the exact
 //! text of validation errors is not documented, so clients must not depend on it.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::io;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, Request, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
@@ -21,9 +21,10 @@ use rand::Rng;
 use serde_json::{Map, Value, json};
 use url::Url;
 
-use super::{BoundListener, Fault, FaultKind, Frontdoor, RecordedRequest, SimServer, lock};
-use crate::model::{LicenseId, LicenseKey};
-use crate::settings::Secret;
+use crate::Redacted;
+use crate::frontdoor::{
+    BoundListener, Frontdoor, KeyCheck, SimServer, handle_methods, lock, require_api_key,
+};
 
 /// The key the default configuration accepts (LicenseSpring's shape: 8 characters, a dot, 32).
 pub const DEFAULT_API_KEY: &str = "SimKey01.0123456789abcdefghijklmnopqrstuv";
@@ -40,10 +41,10 @@ const MAX_PAGE_SIZE: usize = 100;
 const FIRST_ORDER_ID: i64 = 1_764_000_000_000_001;
 const FIRST_LICENSE_ID: i64 = 1_764_000_000_500_001;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LicenseSpringSimConfig {
     /// The Management API key requests must carry as `Authorization: Api-Key <key>`.
-    pub api_key: Secret,
+    pub api_key: String,
     /// The product short codes that exist.
     pub products: Vec<String>,
     /// Render `validity_period` as `2025-12-24T00:00:00Z` instead of `2025-12-24` (the read
@@ -57,7 +58,7 @@ pub struct LicenseSpringSimConfig {
 impl Default for LicenseSpringSimConfig {
     fn default() -> Self {
         LicenseSpringSimConfig {
-            api_key: Secret::new(DEFAULT_API_KEY),
+            api_key: DEFAULT_API_KEY.to_owned(),
             products: vec![DEFAULT_PRODUCT.to_owned()],
             validity_period_as_datetime: false,
             order_answer_without_license_ids: false,
@@ -65,11 +66,29 @@ impl Default for LicenseSpringSimConfig {
     }
 }
 
+/// Prints `[redacted]` for the API key.
+impl fmt::Debug for LicenseSpringSimConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let LicenseSpringSimConfig {
+            api_key: _,
+            products,
+            validity_period_as_datetime,
+            order_answer_without_license_ids,
+        } = self;
+        f.debug_struct("LicenseSpringSimConfig")
+            .field("api_key", &Redacted)
+            .field("products", products)
+            .field("validity_period_as_datetime", validity_period_as_datetime)
+            .field("order_answer_without_license_ids", order_answer_without_license_ids)
+            .finish()
+    }
+}
+
 /// A license as the simulator holds it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SimLicense {
-    pub id: LicenseId,
-    pub license_key: LicenseKey,
+    pub id: i64,
+    pub license_key: String,
     pub product_code: String,
     pub license_type: String,
     pub enabled: bool,
@@ -95,7 +114,7 @@ pub struct SimOrder {
     pub id: i64,
     /// The `id` the client sent to create order.
     pub store_id: String,
-    pub license_ids: Vec<LicenseId>,
+    pub license_ids: Vec<i64>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -115,7 +134,7 @@ pub async fn start(config: LicenseSpringSimConfig) -> io::Result<LicenseSpringSi
 }
 
 impl LicenseSpringSim {
-    /// `http://127.0.0.1:<port>/`: what the app's `BASE_URL` is set to.
+    /// `http://127.0.0.1:<port>/`: what `stripe-licensespring`'s `BASE_URL` is set to.
     pub fn base_url(&self) -> Url {
         self.server.base_url.clone()
     }
@@ -129,36 +148,14 @@ impl LicenseSpringSim {
     }
 
     pub fn license_by_key(&self, key: &str) -> Option<SimLicense> {
-        lock(&self.shared.state).licenses.iter().find(|l| l.license_key.as_str() == key).cloned()
+        lock(&self.shared.state).licenses.iter().find(|l| l.license_key == key).cloned()
     }
 
-    pub fn license(&self, id: LicenseId) -> Option<SimLicense> {
+    pub fn license(&self, id: i64) -> Option<SimLicense> {
         lock(&self.shared.state).licenses.iter().find(|l| l.id == id).cloned()
     }
 
-    /// Every request received, oldest first (including refused and faulted ones).
-    pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.server.frontdoor.requests()
-    }
-
-    pub fn request_count(&self) -> usize {
-        self.server.frontdoor.request_count()
-    }
-
-    pub fn add_fault(&self, fault: Fault) {
-        self.server.frontdoor.add_fault(fault);
-    }
-
-    /// Removes every fault rule and turns random failures off.
-    pub fn clear_faults(&self) {
-        self.server.frontdoor.clear_faults();
-    }
-
-    /// Fails `rate` (0.0 to 1.0) of the requests under `/api/` with one of `kinds`, before
-    /// they change anything; `seed` makes the sequence repeatable.
-    pub fn set_random_failures(&self, rate: f64, kinds: Vec<FaultKind>, seed: u64) {
-        self.server.frontdoor.set_random_failures(rate, kinds, seed);
-    }
+    handle_methods!("/api/");
 
     /// Stops the server and waits for it to finish (dropping the handle only signals it).
     pub async fn shutdown(&self) {
@@ -194,13 +191,13 @@ impl Store {
 }
 
 fn routes(shared: Arc<Shared>) -> Router {
-    Router::new()
+    let api = Router::new()
         .route("/api/v1/orders/generate_license/", get(generate_license))
         .route("/api/v1/orders/create_order/", post(create_order))
         .route("/api/v1/licenses/", get(list_licenses))
         .route("/api/v1/licenses/{id}/", get(retrieve_license).patch(update_license))
-        .route("/api/v1/licenses/{id}/disable/", post(disable_license))
-        .route_layer(axum::middleware::from_fn_with_state(shared.clone(), require_api_key))
+        .route("/api/v1/licenses/{id}/disable/", post(disable_license));
+    require_api_key(api, shared.clone())
         // Paths without their trailing slash land here too: LicenseSpring's paths all end in one.
         .fallback(|| async { not_found() })
         .method_not_allowed_fallback(|method: Method| async move {
@@ -209,16 +206,13 @@ fn routes(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-async fn require_api_key(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Api-Key "));
-    match presented {
-        None => detail(StatusCode::FORBIDDEN, "Authentication credentials were not provided."),
-        Some(key) if key == shared.config.api_key.expose() => next.run(request).await,
-        Some(_) => detail(StatusCode::FORBIDDEN, "Invalid API key."),
+impl KeyCheck for Shared {
+    fn refusal(&self, authorization: Option<&str>) -> Option<Response> {
+        match authorization.and_then(|value| value.strip_prefix("Api-Key ")) {
+            None => Some(detail(StatusCode::FORBIDDEN, "Authentication credentials were not provided.")),
+            Some(key) if key == self.config.api_key => None,
+            Some(_) => Some(detail(StatusCode::FORBIDDEN, "Invalid API key.")),
+        }
     }
 }
 
@@ -240,7 +234,7 @@ async fn generate_license(State(shared): State<Arc<Shared>>, RawQuery(query): Ra
     let mut keys: Vec<String> = Vec::with_capacity(quantity);
     while keys.len() < quantity {
         let key = random_license_key();
-        let taken = keys.contains(&key) || state.licenses.iter().any(|l| l.license_key.0 == key);
+        let taken = keys.contains(&key) || state.licenses.iter().any(|l| l.license_key == key);
         if !taken {
             keys.push(key);
         }
@@ -289,7 +283,7 @@ async fn create_order(State(shared): State<Arc<Shared>>, headers: HeaderMap, bod
         return detail(StatusCode::BAD_REQUEST, "Order with this id already exists.");
     }
     for (index, license) in order.licenses.iter().enumerate() {
-        let used = state.licenses.iter().any(|l| l.license_key.0 == license.key)
+        let used = state.licenses.iter().any(|l| l.license_key == license.key)
             || order.licenses[..index].iter().any(|other| other.key == license.key);
         if used {
             return detail(
@@ -317,7 +311,7 @@ async fn create_order(State(shared): State<Arc<Shared>>, headers: HeaderMap, bod
     for new in order.licenses {
         let license = SimLicense {
             id: state.next_license_id(),
-            license_key: LicenseKey(new.key),
+            license_key: new.key,
             product_code: new.product_code,
             license_type: new.license_type,
             enabled: true,
@@ -432,7 +426,7 @@ async fn list_licenses(State(shared): State<Arc<Shared>>, RawQuery(query): RawQu
     let matching: Vec<&SimLicense> = state
         .licenses
         .iter()
-        .filter(|l| params.get("license_key").is_none_or(|key| l.license_key.0 == *key))
+        .filter(|l| params.get("license_key").is_none_or(|key| l.license_key == *key))
         .filter(|l| params.get("order__store_id").is_none_or(|id| l.order_store_id == *id))
         .collect();
     let count = matching.len();
@@ -522,7 +516,8 @@ fn apply_update(license: &mut SimLicense, changes: &Map<String, Value>) -> Resul
     if changes.contains_key("valid_duration") {
         license.valid_duration = optional_duration(changes, "valid_duration")?;
     }
-    // Trial days are accepted for the rule above but not modelled: this server never sends them.
+    // Trial days are accepted for the rule above but not modelled: `stripe-licensespring` never
+    // sends them.
     match changes.get("trial_days") {
         None | Some(Value::Null) => {}
         Some(days) if days.as_u64().is_some() => {}
@@ -654,6 +649,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
+    use crate::{Fault, FaultKind};
 
     struct Client {
         http: reqwest::Client,
@@ -693,12 +689,25 @@ mod tests {
             ]}]});
             self.send(Method::POST, "api/v1/orders/create_order/", Some(order)).await
         }
+
+        /// Creates order `o-1` with license `AAAA-BBBB-CCCC-DDDD`; the license's id.
+        async fn create_license(&self) -> i64 {
+            let (_, order) = self.create_order("o-1", "AAAA-BBBB-CCCC-DDDD").await;
+            order["order_items"][0]["licenses"][0]["id"].as_i64().expect("id")
+        }
     }
 
     async fn started() -> (LicenseSpringSim, Client) {
         let sim = start(LicenseSpringSimConfig::default()).await.expect("simulator starts");
         let client = Client::new(&sim);
         (sim, client)
+    }
+
+    #[test]
+    fn debug_output_hides_the_key() {
+        let shown = format!("{:?}", LicenseSpringSimConfig::default());
+        assert!(!shown.contains(DEFAULT_API_KEY) && shown.contains("api_key: [redacted]"), "{shown}");
+        assert!(shown.contains(DEFAULT_PRODUCT), "the rest is shown: {shown}");
     }
 
     #[tokio::test]
@@ -825,8 +834,7 @@ mod tests {
     #[tokio::test]
     async fn patch_enforces_the_documented_rules() {
         let (_sim, client) = started().await;
-        let (_, order) = client.create_order("o-1", "AAAA-BBBB-CCCC-DDDD").await;
-        let id = order["order_items"][0]["licenses"][0]["id"].as_i64().expect("id");
+        let id = client.create_license().await;
         let path = format!("api/v1/licenses/{id}/");
         for refused in [
             json!({"validity_period": "2026-01-24"}),
@@ -857,8 +865,7 @@ mod tests {
     #[tokio::test]
     async fn disable_is_repeatable() {
         let (sim, client) = started().await;
-        let (_, order) = client.create_order("o-1", "AAAA-BBBB-CCCC-DDDD").await;
-        let id = order["order_items"][0]["licenses"][0]["id"].as_i64().expect("id");
+        let id = client.create_license().await;
         let path = format!("api/v1/licenses/{id}/disable/");
         for _ in 0..2 {
             let answer = client.send(Method::POST, &path, None).await;

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::{Frontdoor, Severance};
+use crate::frontdoor::{Frontdoor, Severance};
 
 /// One fault rule: the next `times` requests that match get `kind` instead of a normal answer.
 #[derive(Debug, Clone)]

@@ -1,18 +1,6 @@
-//! In-process simulators of the two upstream services, for the tests and the offline sandbox
-//! (`--demo`): [`stripe_sim`] speaks the subset of Stripe's API this server uses (and delivers
-//! signed webhooks), [`licensespring_sim`] the subset of LicenseSpring's Management API.
-//!
-//! Each simulator is a real HTTP server on a loopback port with its state in memory. Its handle
-//! gives the base URL, typed read access to the state, a log of every request received, and
-//! fault injection ([`faults`]). Dropping the handle stops the server.
-//!
-//! [`demo`] wires both simulators and the app together for `--demo`.
-
-pub mod demo;
-pub mod faults;
-pub mod licensespring_sim;
-pub mod process;
-pub mod stripe_sim;
+//! What both simulators share in front of their handlers: the request log, the fault plan, the
+//! API-key check, a listener whose connections a fault can sever, and the handle methods that
+//! read the log and set the faults.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -28,7 +16,7 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::connect_info::{ConnectInfo, Connected};
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::serve::{IncomingStream, Listener};
@@ -38,14 +26,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use url::Url;
 
-pub use faults::{Fault, FaultKind};
-
-use faults::FaultPlan;
+use crate::faults::{self, Fault, FaultKind, FaultPlan};
 
 /// Largest request body a simulator reads; both APIs take small bodies.
 const MAX_REQUEST_BODY: usize = 1024 * 1024;
 
-/// How long [`shutdown`](stripe_sim::StripeSim::shutdown) waits for the server to finish.
+/// How long [`SimServer::shutdown`] waits for the server to finish.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 
 /// One request as a simulator received it, before any fault or handler saw it.
@@ -87,7 +73,7 @@ impl fmt::Debug for RecordedRequest {
             .headers
             .iter()
             .map(|(name, value)| {
-                let shown = if name == axum::http::header::AUTHORIZATION {
+                let shown = if name == header::AUTHORIZATION {
                     Cow::Borrowed("[redacted]")
                 } else {
                     String::from_utf8_lossy(value.as_bytes())
@@ -215,6 +201,57 @@ impl SimServer {
 impl Drop for SimServer {
     fn drop(&mut self) {
         self.frontdoor.stop();
+    }
+}
+
+/// The methods both simulator handles share, over their `server: SimServer` field: the request
+/// log and fault injection. `$api` is the path prefix of the API requests random failures hit.
+macro_rules! handle_methods {
+    ($api:literal) => {
+        /// Every request received, oldest first (including refused and faulted ones).
+        pub fn requests(&self) -> Vec<$crate::RecordedRequest> {
+            self.server.frontdoor.requests()
+        }
+
+        pub fn request_count(&self) -> usize {
+            self.server.frontdoor.request_count()
+        }
+
+        pub fn add_fault(&self, fault: $crate::Fault) {
+            self.server.frontdoor.add_fault(fault);
+        }
+
+        /// Removes every fault rule and turns random failures off.
+        pub fn clear_faults(&self) {
+            self.server.frontdoor.clear_faults();
+        }
+
+        #[doc = concat!("Fails `rate` (0.0 to 1.0) of the requests under `", $api, "` with one of `kinds`,")]
+        /// before they change anything; `seed` makes the sequence repeatable.
+        pub fn set_random_failures(&self, rate: f64, kinds: Vec<$crate::FaultKind>, seed: u64) {
+            self.server.frontdoor.set_random_failures(rate, kinds, seed);
+        }
+    };
+}
+pub(crate) use handle_methods;
+
+/// An API's key check.
+pub(crate) trait KeyCheck: Send + Sync + 'static {
+    /// What a request with this `Authorization` header (if any, and if text) is answered instead
+    /// of the handler's answer; `None` lets it through.
+    fn refusal(&self, authorization: Option<&str>) -> Option<Response>;
+}
+
+/// Guards every route of `routes` (not the fallback) with `state`'s key check.
+pub(crate) fn require_api_key<S: KeyCheck>(routes: Router<Arc<S>>, state: Arc<S>) -> Router<Arc<S>> {
+    routes.route_layer(axum::middleware::from_fn_with_state(state, check_api_key::<S>))
+}
+
+async fn check_api_key<S: KeyCheck>(State(state): State<Arc<S>>, request: Request, next: Next) -> Response {
+    let authorization = request.headers().get(header::AUTHORIZATION).and_then(|value| value.to_str().ok());
+    match state.refusal(authorization) {
+        None => next.run(request).await,
+        Some(refusal) => refusal,
     }
 }
 

@@ -1,0 +1,164 @@
+//! The checkout pages: a payment link's page, and its Pay button, which "pays" the link (a
+//! subscription, its first invoice, `invoice.paid`) and sends the buyer back to the store.
+
+use std::sync::Arc;
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use url::Url;
+
+use super::state::Shared;
+use crate::frontdoor::lock;
+
+#[derive(Template, WebTemplate)]
+#[template(path = "sandbox_checkout.html")]
+struct CheckoutPage {
+    link_id: String,
+    amount: String,
+    interval: String,
+    quantity: u32,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "sandbox_message.html")]
+struct MessagePage {
+    title: String,
+    message: String,
+}
+
+pub(super) async fn page(State(shared): State<Arc<Shared>>, Path(link_id): Path<String>) -> Response {
+    let link = lock(&shared.store).links.iter().find(|l| l.id == link_id).cloned();
+    let Some((link, price)) = link.and_then(|link| shared.price(&link.price_id).map(|price| (link, price)))
+    else {
+        return unknown_link_page();
+    };
+    CheckoutPage {
+        link_id: link.id,
+        amount: price.amount_text(),
+        interval: price.interval_text(),
+        quantity: link.quantity,
+    }
+    .into_response()
+}
+
+/// The Pay button: pays the link, then sends the buyer back to the store.
+pub(super) async fn pay(
+    State(shared): State<Arc<Shared>>,
+    Path(link_id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let email = url::form_urlencoded::parse(&body)
+        .find(|(name, _)| name == "email")
+        .map(|(_, value)| value.trim().to_owned())
+        .filter(|email| !email.is_empty());
+    let subscription = match shared.pay_link(&link_id, email) {
+        Ok(subscription) => subscription,
+        Err(_) => return unknown_link_page(),
+    };
+    let link_redirect =
+        lock(&shared.store).links.iter().find(|l| l.id == link_id).and_then(|l| l.redirect_url.clone());
+    match link_redirect.or_else(|| shared.config.after_payment_url.as_ref().map(Url::to_string)) {
+        Some(url) => Redirect::to(&url).into_response(),
+        None => MessagePage {
+            title: "Thank you".to_owned(),
+            message: format!("Subscription {subscription} is active; its first invoice is paid."),
+        }
+        .into_response(),
+    }
+}
+
+fn unknown_link_page() -> Response {
+    let page = MessagePage {
+        title: "No such payment link".to_owned(),
+        message: "This payment link does not exist in the simulator.".to_owned(),
+    };
+    (StatusCode::NOT_FOUND, page).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use url::Url;
+
+    use crate::stripe::test_support::{at, http, post_form, started};
+    use crate::stripe::{BASIL_API_VERSION, DEFAULT_PRICE_ID, StripeSimConfig, SubscriptionStatus};
+
+    #[tokio::test]
+    async fn checkout_pays_and_emits_a_basil_invoice_paid() {
+        let home = Url::parse("http://127.0.0.1:9/").expect("url");
+        let sim =
+            started(StripeSimConfig { after_payment_url: Some(home.clone()), ..StripeSimConfig::default() })
+                .await;
+        let body = format!("line_items[0][price]={DEFAULT_PRICE_ID}&line_items[0][quantity]=1");
+        let (_, _, link) = post_form(&sim, "v1/payment_links", &body, None).await;
+        let paid = http()
+            .post(link["url"].as_str().expect("url"))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body("email=a%40example.com")
+            .send()
+            .await;
+        let paid = paid.expect("answer");
+        assert_eq!(paid.status(), 303);
+        assert_eq!(paid.headers()["location"], home.as_str());
+
+        let subscription = sim.subscriptions().pop().expect("a subscription");
+        assert_eq!(subscription.status, SubscriptionStatus::Active);
+        let events = sim.events();
+        assert_eq!(events.len(), 1);
+        let event = events[0].json();
+        assert_eq!(events[0].subscription.as_ref(), Some(&subscription.id));
+        assert!(String::from_utf8_lossy(&events[0].body).starts_with("{\n  \""), "pretty, two-space indent");
+        assert_eq!(at(&event, "/object"), "event");
+        assert_eq!(at(&event, "/type"), "invoice.paid");
+        assert_eq!(at(&event, "/api_version"), BASIL_API_VERSION);
+        assert_eq!(at(&event, "/livemode"), false);
+        assert!(at(&event, "/id").as_str().is_some_and(|id| id.starts_with("evt_")));
+        let invoice = at(&event, "/data/object");
+        assert_eq!(at(&invoice, "/billing_reason"), "subscription_create");
+        assert_eq!(at(&invoice, "/status"), "paid");
+        assert_eq!(at(&invoice, "/customer_email"), "a@example.com");
+        assert_eq!(at(&invoice, "/parent/type"), "subscription_details");
+        assert_eq!(at(&invoice, "/parent/subscription_details/subscription"), subscription.id.as_str());
+        assert_eq!(
+            at(&invoice, "/parent/subscription_details/metadata"),
+            json!({}),
+            "the first snapshot is empty"
+        );
+        assert!(invoice.get("subscription").is_none() && invoice.get("subscription_details").is_none());
+        assert!(invoice.get("paid").is_none());
+        assert_eq!(at(&invoice, "/lines/data/0/parent/type"), "subscription_item_details");
+        assert_eq!(at(&invoice, "/lines/data/0/parent/subscription_item_details/proration"), false);
+        assert_eq!(at(&invoice, "/lines/data/0/pricing/price_details/price"), DEFAULT_PRICE_ID);
+        assert!(invoice.pointer("/lines/data/0/price").is_none());
+        assert_eq!(at(&invoice, "/lines/data/0/period/start"), subscription.current_period_start);
+        assert_eq!(at(&invoice, "/lines/data/0/period/end"), subscription.current_period_end);
+        assert_eq!(at(&invoice, "/period_end"), subscription.current_period_start);
+    }
+
+    #[tokio::test]
+    async fn without_a_redirect_the_buyer_is_thanked_and_unknown_links_are_404() {
+        let sim = started(StripeSimConfig::default()).await;
+        let body = format!("line_items[0][price]={DEFAULT_PRICE_ID}&line_items[0][quantity]=2");
+        let (_, _, link) = post_form(&sim, "v1/payment_links", &body, None).await;
+        let url = link["url"].as_str().expect("url");
+        let page = http().get(url).send().await.expect("page").text().await.expect("html");
+        assert!(page.contains("2 × License") && page.contains("USD 5.00 every month"), "{page}");
+        let paid = http().post(url).send().await.expect("answer");
+        assert_eq!(paid.status(), 200);
+        let subscription = sim.subscriptions().pop().expect("a subscription");
+        let page = paid.text().await.expect("html");
+        assert!(page.contains("Thank you") && page.contains(&subscription.id), "{page}");
+
+        let missing = sim.base_url().join("checkout/plink_nope").expect("url");
+        for answer in [http().get(missing.clone()).send().await, http().post(missing).send().await] {
+            let answer = answer.expect("answer");
+            assert_eq!(answer.status(), 404);
+            assert!(answer.text().await.expect("html").contains("No such payment link"));
+        }
+        assert_eq!(sim.subscriptions().len(), 1);
+    }
+}

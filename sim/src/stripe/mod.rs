@@ -1,0 +1,492 @@
+//! A Stripe simulator: the REST calls `stripe-licensespring` makes (payment links, reading and
+//! updating a subscription, reading a price), a checkout page that "pays" a payment link,
+//! programmatic renewals and cancellations on a simulated clock, and the `invoice.paid` and
+//! `customer.subscription.deleted` events those produce, rendered in either payload generation
+//! and delivered as signed webhooks with retries, as Stripe does.
+//!
+//! Everything is in memory; nothing leaves the machine. What is not modelled: other event types
+//! (a metadata update does not emit `customer.subscription.updated`), failed payments, trials,
+//! prorations, and the fake `v0` signature of test-mode deliveries.
+//!
+//! This file holds the handle and the public types; `state` the store, the simulated clock and
+//! the billing; `webhooks` event emission, signing and delivery; `http` the REST API; `render`
+//! the JSON of Stripe's objects; `checkout` the checkout pages.
+
+mod checkout;
+mod http;
+mod render;
+mod state;
+#[cfg(test)]
+mod test_support;
+mod webhooks;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde_json::Value;
+use tokio::sync::{mpsc, watch};
+use url::Url;
+
+use crate::Redacted;
+use crate::frontdoor::{BoundListener, Frontdoor, SimServer, handle_methods, lock};
+use state::{Shared, Store};
+
+pub use webhooks::sign_stripe_payload;
+
+/// The key the default configuration accepts.
+pub const DEFAULT_API_KEY: &str = "sk_test_51SimulatorDefaultKey0000000000000000000000";
+/// The one price the default configuration sells: USD 5.00 a month.
+pub const DEFAULT_PRICE_ID: &str = "price_1SimMonthly00000001";
+pub const BASIL_API_VERSION: &str = "2025-03-31.basil";
+pub const ACACIA_API_VERSION: &str = "2025-02-24.acacia";
+
+/// Which payload generation events and REST answers are rendered in (the fixture events in
+/// `tests/fixtures/stripe/events/basil/` and `.../acacia/` show one of each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ApiGeneration {
+    /// `2025-03-31.basil` and later: `invoice.parent.subscription_details`, periods on items.
+    #[default]
+    Basil,
+    /// `2025-02-24.acacia` and earlier: `invoice.subscription`, top-level `current_period_*`.
+    Acacia,
+}
+
+impl ApiGeneration {
+    pub fn api_version(self) -> &'static str {
+        match self {
+            ApiGeneration::Basil => BASIL_API_VERSION,
+            ApiGeneration::Acacia => ACACIA_API_VERSION,
+        }
+    }
+
+    /// The generation an API version renders (`2025-03-31.basil` and every later one is basil);
+    /// `None` when the text does not start with a `YYYY-MM-DD` date.
+    pub fn of_version(version: &str) -> Option<ApiGeneration> {
+        let date = version.get(..10)?;
+        NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?;
+        Some(if date >= "2025-03-31" { ApiGeneration::Basil } else { ApiGeneration::Acacia })
+    }
+}
+
+/// The unit of a price's `recurring.interval`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interval {
+    Day,
+    Week,
+    Month,
+    Year,
+}
+
+impl Interval {
+    /// Stripe's name for it: `day`, `week`, `month`, `year`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Interval::Day => "day",
+            Interval::Week => "week",
+            Interval::Month => "month",
+            Interval::Year => "year",
+        }
+    }
+}
+
+/// A recurring price the simulator sells.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimPrice {
+    pub id: String,
+    pub interval: Interval,
+    pub interval_count: u32,
+    /// In the currency's smallest unit (cents).
+    pub unit_amount: i64,
+    /// Lower-case ISO code, e.g. `usd`.
+    pub currency: String,
+}
+
+impl SimPrice {
+    /// A price of USD 5.00 every `interval_count` `interval`s.
+    pub fn new(id: impl Into<String>, interval: Interval, interval_count: u32) -> SimPrice {
+        SimPrice { id: id.into(), interval, interval_count, unit_amount: 500, currency: "usd".to_owned() }
+    }
+
+    fn product_id(&self) -> String {
+        format!("prod_{}", self.id.trim_start_matches("price_"))
+    }
+
+    /// `USD 5.00`.
+    fn amount_text(&self) -> String {
+        let sign = if self.unit_amount < 0 { "-" } else { "" };
+        let cents = self.unit_amount.unsigned_abs();
+        format!("{} {sign}{}.{:02}", self.currency.to_uppercase(), cents / 100, cents % 100)
+    }
+
+    /// `month`, `3 months`.
+    pub fn interval_text(&self) -> String {
+        match self.interval_count {
+            1 => self.interval.as_str().to_owned(),
+            n => format!("{n} {}s", self.interval.as_str()),
+        }
+    }
+}
+
+/// Where events are delivered, and the signing secrets (one `v1` per secret, as during a roll).
+#[derive(Clone)]
+pub struct WebhookTarget {
+    pub url: Url,
+    pub secrets: Vec<String>,
+}
+
+/// Prints `[redacted]` for each secret.
+impl fmt::Debug for WebhookTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let WebhookTarget { url, secrets } = self;
+        let secrets: Vec<Redacted> = secrets.iter().map(|_| Redacted).collect();
+        f.debug_struct("WebhookTarget").field("url", url).field("secrets", &secrets).finish()
+    }
+}
+
+#[derive(Clone)]
+pub struct StripeSimConfig {
+    /// The secret key requests must carry as `Authorization: Bearer <key>`.
+    pub api_key: String,
+    pub prices: Vec<SimPrice>,
+    /// The generation of events and of REST answers (a `Stripe-Version` header overrides it for
+    /// that REST answer, as with Stripe).
+    pub generation: ApiGeneration,
+    /// `None`: events are only stored ([`StripeSim::events`]); tests deliver them themselves.
+    pub webhook: Option<WebhookTarget>,
+    /// Waits before the second, third, ... delivery attempt of a failed event; after the last,
+    /// the event stays undelivered (see [`StripeSim::resend_event`]).
+    pub retry_delays: Vec<Duration>,
+    /// How long one delivery attempt may take before it counts as failed.
+    pub delivery_timeout: Duration,
+    /// Where the checkout page sends the buyer after paying (303); `None` shows a thank-you page.
+    /// A payment link's own `after_completion[redirect][url]` wins.
+    pub after_payment_url: Option<Url>,
+    /// The simulated clock's time at start; `None` starts it at the real time.
+    pub clock_start: Option<DateTime<Utc>>,
+}
+
+/// Prints `[redacted]` for the API key (and, through [`WebhookTarget`], the webhook secrets).
+impl fmt::Debug for StripeSimConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let StripeSimConfig {
+            api_key: _,
+            prices,
+            generation,
+            webhook,
+            retry_delays,
+            delivery_timeout,
+            after_payment_url,
+            clock_start,
+        } = self;
+        f.debug_struct("StripeSimConfig")
+            .field("api_key", &Redacted)
+            .field("prices", prices)
+            .field("generation", generation)
+            .field("webhook", webhook)
+            .field("retry_delays", retry_delays)
+            .field("delivery_timeout", delivery_timeout)
+            .field("after_payment_url", after_payment_url)
+            .field("clock_start", clock_start)
+            .finish()
+    }
+}
+
+impl Default for StripeSimConfig {
+    fn default() -> Self {
+        StripeSimConfig {
+            api_key: DEFAULT_API_KEY.to_owned(),
+            prices: vec![SimPrice::new(DEFAULT_PRICE_ID, Interval::Month, 1)],
+            generation: ApiGeneration::Basil,
+            webhook: None,
+            retry_delays: [1, 2, 4, 8].map(Duration::from_secs).to_vec(),
+            delivery_timeout: Duration::from_secs(10),
+            after_payment_url: None,
+            clock_start: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscriptionStatus {
+    Active,
+    Canceled,
+}
+
+impl SubscriptionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SubscriptionStatus::Active => "active",
+            SubscriptionStatus::Canceled => "canceled",
+        }
+    }
+}
+
+/// A subscription with one item (one unit of one price). Times are Unix seconds on the simulated
+/// clock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimSubscription {
+    /// `sub_...`.
+    pub id: String,
+    pub customer: String,
+    pub customer_email: String,
+    pub item_id: String,
+    pub price_id: String,
+    pub status: SubscriptionStatus,
+    /// The live metadata (what `GET /v1/subscriptions/{id}` shows).
+    pub metadata: BTreeMap<String, String>,
+    pub created: i64,
+    pub billing_cycle_anchor: i64,
+    /// Which billing period is current: 0 for the first.
+    pub cycle: u32,
+    pub current_period_start: i64,
+    pub current_period_end: i64,
+    pub canceled_at: Option<i64>,
+    pub ended_at: Option<i64>,
+    pub latest_invoice: String,
+}
+
+/// A paid subscription invoice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimInvoice {
+    pub id: String,
+    pub number: String,
+    /// The subscription's id.
+    pub subscription: String,
+    /// `subscription_create` or `subscription_cycle`.
+    pub billing_reason: String,
+    pub created: i64,
+    pub finalized_at: i64,
+    pub paid_at: i64,
+    /// The invoice's own period, which looks back one period (not the service period).
+    pub period_start: i64,
+    pub period_end: i64,
+    /// The paid service period: `lines.data[0].period`.
+    pub line_period_start: i64,
+    pub line_period_end: i64,
+    pub amount_paid: i64,
+    /// The subscription's metadata, frozen when the invoice was finalized.
+    pub subscription_metadata: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimPaymentLink {
+    pub id: String,
+    /// `<simulator>/checkout/<id>`.
+    pub url: String,
+    pub price_id: String,
+    pub quantity: u32,
+    pub metadata: BTreeMap<String, String>,
+    /// `subscription_data[metadata]`: put on every subscription the link creates.
+    pub subscription_metadata: BTreeMap<String, String>,
+    /// `after_completion[redirect][url]`.
+    pub redirect_url: Option<String>,
+}
+
+/// An event as it was rendered: `body` is the exact JSON that is (or would be) delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimEvent {
+    pub id: String,
+    pub event_type: String,
+    /// The id of the subscription the event is about.
+    pub subscription: Option<String>,
+    pub body: Vec<u8>,
+}
+
+impl SimEvent {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+/// One webhook delivery attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryAttempt {
+    pub event_id: String,
+    /// 1 for the first attempt.
+    pub attempt: usize,
+    /// The endpoint's status; `None` for a timeout or connection error.
+    pub status: Option<u16>,
+    /// What went wrong when there was no status.
+    pub error: Option<String>,
+}
+
+impl DeliveryAttempt {
+    pub fn succeeded(&self) -> bool {
+        self.status.is_some_and(|status| (200..300).contains(&status))
+    }
+}
+
+/// Why a programmatic control could not act.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StripeSimError {
+    #[error("no such payment link: {0}")]
+    UnknownPaymentLink(String),
+    #[error("no such price: {0}")]
+    UnknownPrice(String),
+    #[error("no such subscription: {0}")]
+    UnknownSubscription(String),
+    #[error("subscription {0} is canceled")]
+    Canceled(String),
+    #[error("no such event: {0}")]
+    UnknownEvent(String),
+    #[error("no webhook endpoint is configured")]
+    NoWebhook,
+}
+
+/// A running Stripe simulator. Dropping it stops the server and the webhook deliveries.
+pub struct StripeSim {
+    server: SimServer,
+    shared: Arc<Shared>,
+}
+
+/// Starts a simulator on a free loopback port.
+pub async fn start(config: StripeSimConfig) -> io::Result<StripeSim> {
+    let bound = BoundListener::bind().await?;
+    let frontdoor = Frontdoor::new("/v1/");
+    let http = reqwest::Client::builder()
+        .timeout(config.delivery_timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|error| io::Error::other(format!("webhook client: {error}")))?;
+    let (queue, queued) = mpsc::unbounded_channel();
+    let real_now = Utc::now().timestamp();
+    let clock_offset = config.clock_start.map_or(0, |start| start.timestamp() - real_now);
+    let shared = Arc::new(Shared {
+        base_url: bound.base_url.clone(),
+        // Prices "were created" the day before the simulation starts.
+        price_created: real_now + clock_offset - 86_400,
+        store: Mutex::new(Store { clock_offset, ..Store::default() }),
+        queue,
+        pending: watch::Sender::new(0),
+        config,
+    });
+    if shared.config.webhook.is_some() {
+        tokio::spawn(webhooks::dispatch(shared.clone(), frontdoor.clone(), http, queued));
+    }
+    let server = bound.serve(http::routes(shared.clone()), frontdoor);
+    Ok(StripeSim { server, shared })
+}
+
+impl StripeSim {
+    /// `http://127.0.0.1:<port>/`: what `stripe-licensespring`'s `STRIPE_API_BASE` is set to.
+    pub fn base_url(&self) -> Url {
+        self.server.base_url.clone()
+    }
+
+    /// The simulated clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        DateTime::from_timestamp(lock(&self.shared.store).now(), 0).unwrap_or_else(Utc::now)
+    }
+
+    /// What the checkout page's Pay button does, without a payment link: a customer and a
+    /// subscription on the price, its first invoice paid, and `invoice.paid`
+    /// (`subscription_create`) emitted. Returns the subscription's id.
+    pub fn create_subscription(&self, price_id: &str) -> Result<String, StripeSimError> {
+        self.shared.subscribe(price_id, BTreeMap::new(), None)
+    }
+
+    /// Bills the next period: the clock moves to the current period's end, a
+    /// `subscription_cycle` invoice is paid, and its `invoice.paid` (whose metadata snapshot
+    /// holds the subscription's metadata now) is emitted and returned.
+    pub fn renew(&self, subscription: &str) -> Result<SimEvent, StripeSimError> {
+        self.shared.renew(subscription)
+    }
+
+    /// Cancels at once (`status: canceled`, `canceled_at` = `ended_at` = now) and emits and
+    /// returns `customer.subscription.deleted` carrying the live metadata.
+    pub fn cancel(&self, subscription: &str) -> Result<SimEvent, StripeSimError> {
+        self.shared.cancel(subscription)
+    }
+
+    pub fn subscriptions(&self) -> Vec<SimSubscription> {
+        lock(&self.shared.store).subscriptions.clone()
+    }
+
+    pub fn subscription(&self, id: &str) -> Option<SimSubscription> {
+        lock(&self.shared.store).subscriptions.iter().find(|s| s.id == id).cloned()
+    }
+
+    pub fn invoices(&self) -> Vec<SimInvoice> {
+        lock(&self.shared.store).invoices.clone()
+    }
+
+    pub fn payment_links(&self) -> Vec<SimPaymentLink> {
+        lock(&self.shared.store).links.clone()
+    }
+
+    pub fn prices(&self) -> Vec<SimPrice> {
+        self.shared.config.prices.clone()
+    }
+
+    /// Every event, oldest first.
+    pub fn events(&self) -> Vec<SimEvent> {
+        lock(&self.shared.store).events.clone()
+    }
+
+    /// Every delivery attempt, in the order they finished.
+    pub fn deliveries(&self) -> Vec<DeliveryAttempt> {
+        lock(&self.shared.store).deliveries.clone()
+    }
+
+    /// Whether a delivery is in progress or waiting for a retry.
+    pub fn deliveries_pending(&self) -> bool {
+        *self.shared.pending.borrow() > 0
+    }
+
+    /// Waits until no delivery is in progress or waiting for a retry; `false` on timeout.
+    pub async fn wait_for_deliveries_idle(&self, timeout: Duration) -> bool {
+        let mut pending = self.shared.pending.subscribe();
+        tokio::time::timeout(timeout, pending.wait_for(|count| *count == 0)).await.is_ok_and(|r| r.is_ok())
+    }
+
+    /// Delivers an event again, with a fresh retry schedule (Stripe's "resend").
+    pub fn resend_event(&self, event_id: &str) -> Result<(), StripeSimError> {
+        if self.shared.config.webhook.is_none() {
+            return Err(StripeSimError::NoWebhook);
+        }
+        let store = lock(&self.shared.store);
+        let event = store.events.iter().find(|e| e.id == event_id).cloned();
+        let event = event.ok_or_else(|| StripeSimError::UnknownEvent(event_id.to_owned()))?;
+        self.shared.enqueue(event);
+        Ok(())
+    }
+
+    handle_methods!("/v1/");
+
+    /// Stops the server and the deliveries, and waits for the server to finish (dropping the
+    /// handle only signals it).
+    pub async fn shutdown(&self) {
+        self.server.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_hides_the_key_and_the_secrets() {
+        let config = StripeSimConfig {
+            webhook: Some(WebhookTarget {
+                url: Url::parse("http://127.0.0.1:9/webhooks").expect("url"),
+                secrets: vec!["whsec_one".to_owned(), "whsec_two".to_owned()],
+            }),
+            ..StripeSimConfig::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains(DEFAULT_API_KEY) && !shown.contains("whsec_"), "{shown}");
+        assert!(shown.contains("secrets: [[redacted], [redacted]]"), "{shown}");
+        assert!(shown.contains(DEFAULT_PRICE_ID), "the rest is shown: {shown}");
+    }
+
+    #[test]
+    fn interval_texts() {
+        assert_eq!(SimPrice::new("price_m", Interval::Month, 1).interval_text(), "month");
+        assert_eq!(SimPrice::new("price_q", Interval::Month, 3).interval_text(), "3 months");
+        assert_eq!(SimPrice::new("price_w", Interval::Week, 2).amount_text(), "USD 5.00");
+    }
+}
