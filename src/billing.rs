@@ -1,7 +1,9 @@
 //! The billing flows: verified Stripe events in, LicenseSpring licenses kept in step.
 //!
-//! Plain async functions over typed inputs (the event model's facts), the two clients and the
-//! subscription store; no HTTP request or response types here. Every flow is safe to repeat:
+//! [`Billing::handle_event`] is the one entry point: it answers a repeated delivery from memory,
+//! picks the flow for the event's type and runs it. The flows are plain async functions over typed
+//! inputs (the event model's facts), the two clients and the subscription store; no HTTP request or
+//! response types here. Every flow is safe to repeat:
 //! Stripe delivers at least once, in any order, and retries after failures, so each step either
 //! finds its work already done or does it again with the same result.
 //!
@@ -21,9 +23,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::cache::{CacheEntry, SubscriptionStore};
 use crate::licensespring::{License, LicenseSpringClient, LicenseSpringError, LicenseValidity};
-use crate::model::{LicenseId, LicenseKey, SubscriptionId};
+use crate::model::{LicenseId, LicenseKey, SubscriptionId, SubscriptionStatus};
 use crate::stripe::{StripeClient, StripeError};
-use crate::webhook::{BillingReason, InvoicePaid, SubscriptionDeleted};
+use crate::webhook::{BillingReason, Event, EventKind, InvoicePaid, SubscriptionDeleted};
 
 /// What handling an event did; logged, and answered 200.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,17 +153,62 @@ impl RecentEvents {
     }
 }
 
+/// How many handled event ids are remembered for answering repeats at once.
+const RECENT_EVENTS: usize = 10_000;
+
 /// Everything the flows use.
 pub struct Billing<S> {
-    pub stripe: StripeClient,
-    pub licensespring: LicenseSpringClient,
-    pub store: S,
-    pub product_short_code: String,
-    pub order_base_string: String,
-    pub locks: SubscriptionLocks,
+    stripe: StripeClient,
+    licensespring: LicenseSpringClient,
+    store: S,
+    product_short_code: String,
+    order_base_string: String,
+    locks: SubscriptionLocks,
+    /// Event ids handled lately: a repeated delivery is answered without calling anybody.
+    recent_events: RecentEvents,
 }
 
 impl<S: SubscriptionStore> Billing<S> {
+    /// `product_short_code` is the LicenseSpring product every license is of; `order_base_string`
+    /// prefixes the order ids this server creates.
+    pub fn new(
+        stripe: StripeClient,
+        licensespring: LicenseSpringClient,
+        store: S,
+        product_short_code: String,
+        order_base_string: String,
+    ) -> Billing<S> {
+        Billing {
+            stripe,
+            licensespring,
+            store,
+            product_short_code,
+            order_base_string,
+            locks: SubscriptionLocks::default(),
+            recent_events: RecentEvents::new(RECENT_EVENTS),
+        }
+    }
+
+    /// The Stripe client the flows use, for the routes that call Stripe themselves (payment links).
+    pub fn stripe(&self) -> &StripeClient {
+        &self.stripe
+    }
+
+    /// Handles a verified event: a repeat of one handled lately is answered without any upstream
+    /// call; otherwise the event's flow runs, and its success is remembered.
+    pub async fn handle_event(&self, event: &Event) -> Result<Outcome, BillingError> {
+        if self.recent_events.contains(&event.id) {
+            return Ok(Outcome::Duplicate);
+        }
+        let outcome = match &event.kind {
+            EventKind::InvoicePaid(invoice) => self.invoice_paid(invoice).await?,
+            EventKind::SubscriptionDeleted(deleted) => self.subscription_deleted(deleted).await?,
+            EventKind::Ignored => Outcome::Ignored("event type not handled"),
+        };
+        self.recent_events.record(&event.id);
+        Ok(outcome)
+    }
+
     /// The LicenseSpring order id for a subscription: deterministic, so a second create is refused.
     pub fn order_id(&self, subscription: &SubscriptionId) -> String {
         format!("{}_{}", self.order_base_string, subscription)
@@ -285,7 +332,7 @@ impl<S: SubscriptionStore> Billing<S> {
             Err(error) => return Err(error.into()),
         };
 
-        if subscription.status == "canceled" || subscription.ended_at.is_some() {
+        if subscription.status == SubscriptionStatus::Canceled || subscription.ended_at.is_some() {
             // Canceled before its first invoice was handled: the customer must not keep an enabled license.
             self.disable(license_id, &subscription.interval.valid_duration()).await?;
             self.store.remove(subscription_id).await.map_err(store_error)?;

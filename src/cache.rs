@@ -522,7 +522,7 @@ mod tests {
             SubscriptionId(format!("sub_{n}")),
             LicenseKey(format!("KEY-{n:04}")),
             IntervalUnit::Month,
-            1_764_000_000_000_000 + i64::from(n),
+            LicenseId(1_764_000_000_000_000 + i64::from(n)),
         )
     }
 
@@ -571,9 +571,9 @@ mod tests {
         assert_eq!(listed[0].license_key.as_str(), "2SKL-DVK6-ZSPC-VQSM");
         assert_eq!(listed[0].interval_unit(), Some(IntervalUnit::Month));
         assert_eq!(listed[2].interval_unit(), Some(IntervalUnit::Week));
-        assert_eq!(listed[4].license_id, 1764662120922975);
+        assert_eq!(listed[4].license_id, LicenseId(1764662120922975));
         let found = cache.get(&SubscriptionId("sub_1ZFqIfKq3ZtR7pLm4sAKxWeV".into())).expect("found");
-        assert_eq!(found.license_id, 1763904788439159);
+        assert_eq!(found.license_id, LicenseId(1763904788439159));
 
         // Storing what is already there changes nothing, so nothing is written.
         cache.insert(listed[1].clone()).await.expect("same entry");
@@ -617,10 +617,10 @@ mod tests {
         assert!(cache.get(&SubscriptionId("sub_1".into())).is_none());
 
         let mut renewed = entry(2);
-        renewed.license_id = 99;
+        renewed.license_id = LicenseId(99);
         cache.insert(renewed).await.expect("re-insert");
         assert_eq!(ids(&cache.list()), ["sub_2", "sub_3", "sub_4"], "replaced where it stood");
-        assert_eq!(cache.get(&SubscriptionId("sub_2".into())).map(|e| e.license_id), Some(99));
+        assert_eq!(cache.get(&SubscriptionId("sub_2".into())).map(|e| e.license_id), Some(LicenseId(99)));
 
         cache.insert(entry(5)).await.expect("insert");
         assert_eq!(ids(&cache.list()), ["sub_3", "sub_4", "sub_5"], "sub_2 is still the oldest");

@@ -2,8 +2,9 @@
 //! create an order, find, retrieve, update and disable a license), JSON in and out, with
 //! LicenseSpring's error answers turned into a typed error that never carries the API key.
 //!
-//! Facts and their confidence are in `reference/licensespring.md`. Where the answer's shape is
-//! unverified (create order, `validity_period`), this client reads leniently instead of failing.
+//! The API facts it relies on, and which of them are unverified, are written into the LicenseSpring
+//! simulator it is tested against (the `sim` crate). Where an answer's shape is unverified (create
+//! order, `validity_period`), this client reads leniently instead of failing.
 
 use std::fmt;
 use std::time::Duration;
@@ -18,6 +19,7 @@ use url::Url;
 
 use crate::model::{LicenseId, LicenseKey};
 use crate::settings::Secret;
+use crate::upstream::{self, TransportFailure};
 
 /// Which call failed, so an error message (and the caller) can tell them apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,7 +203,7 @@ impl fmt::Debug for LicenseSpringClient {
 
 impl LicenseSpringClient {
     pub fn new(base: Url, api_key: Secret, timeout: Duration) -> LicenseSpringClient {
-        LicenseSpringClient { http: crate::http_client(timeout), base, api_key }
+        LicenseSpringClient { http: upstream::http_client(timeout), base, api_key }
     }
 
     /// `GET /api/v1/orders/generate_license/?product=..&quantity=1`: a fresh key. Reserves
@@ -320,12 +322,9 @@ impl LicenseSpringClient {
             })?;
         authorization.set_sensitive(true);
         // `path` is built by this module from fixed segments and integer ids.
-        let mut url = self.base.clone();
-        let base_path = url.path().trim_end_matches('/').to_owned();
-        url.set_path(&format!("{base_path}{path}"));
         Ok(self
             .http
-            .request(method, url)
+            .request(method, upstream::url_under(&self.base, path))
             .header(AUTHORIZATION, authorization)
             .header(ACCEPT, "application/json"))
     }
@@ -336,12 +335,10 @@ impl LicenseSpringClient {
         call: LicenseSpringCall,
         request: RequestBuilder,
     ) -> Result<Vec<u8>, LicenseSpringError> {
-        let failed = |error: reqwest::Error| {
-            if error.is_timeout() {
-                LicenseSpringError::Timeout { call }
-            } else {
-                let reason = self.redact(crate::error_chain(&error.without_url()));
-                LicenseSpringError::Transport { call, reason }
+        let failed = |error: reqwest::Error| match TransportFailure::from(error) {
+            TransportFailure::Timeout => LicenseSpringError::Timeout { call },
+            TransportFailure::Failed(reason) => {
+                LicenseSpringError::Transport { call, reason: self.redact(reason) }
             }
         };
         let response = request.send().await.map_err(failed)?;
@@ -361,7 +358,7 @@ impl LicenseSpringClient {
     ) -> Result<T, LicenseSpringError> {
         serde_json::from_slice(body).map_err(|error| LicenseSpringError::Unreadable {
             call,
-            reason: format!("{error} in {}", self.redact(crate::excerpt(body))),
+            reason: format!("{error} in {}", self.redact(upstream::excerpt(body))),
         })
     }
 
@@ -380,7 +377,7 @@ fn error_message(body: &[u8]) -> String {
         Some(Value::Null) | None => None,
         Some(other) => Some(other.to_string()),
     };
-    field("detail").or_else(|| field("message")).unwrap_or_else(|| crate::excerpt(body))
+    field("detail").or_else(|| field("message")).unwrap_or_else(|| upstream::excerpt(body))
 }
 
 /// `order_items[0].licenses[0].id` of a create-order answer, if it is there and (when the answer
@@ -390,7 +387,7 @@ fn license_id_in_order(answer: &[u8], key: &LicenseKey) -> Option<LicenseId> {
     let license = answer.pointer("/order_items/0/licenses/0")?;
     match license.get("license_key").and_then(Value::as_str) {
         Some(listed) if listed != key.as_str() => None,
-        _ => license.get("id")?.as_i64(),
+        _ => license.get("id")?.as_i64().map(LicenseId),
     }
 }
 
@@ -480,7 +477,7 @@ mod tests {
     fn license_id_is_read_from_the_order_only_when_it_is_there_and_matches() {
         let key = LicenseKey("G8HA-SRRZ-A6WK-TJWB".to_owned());
         let with_id = br#"{"id": 1, "order_items": [{"licenses": [{"id": 42, "license_key": "G8HA-SRRZ-A6WK-TJWB"}]}]}"#;
-        assert_eq!(license_id_in_order(with_id, &key), Some(42));
+        assert_eq!(license_id_in_order(with_id, &key), Some(LicenseId(42)));
         let other_key = br#"{"order_items": [{"licenses": [{"id": 42, "license_key": "OTHER"}]}]}"#;
         assert_eq!(license_id_in_order(other_key, &key), None);
         assert_eq!(license_id_in_order(br#"{"order_id": 7, "new_passwords": []}"#, &key), None);

@@ -40,8 +40,73 @@ impl fmt::Display for LicenseKey {
     }
 }
 
-/// A LicenseSpring license id (16-digit integer, below 2^53).
-pub type LicenseId = i64;
+/// A LicenseSpring license id (a 16-digit integer, below 2^53).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct LicenseId(pub i64);
+
+impl fmt::Display for LicenseId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A Stripe subscription's `status`. Stripe may add values: those are kept as [`Other`](Self::Other).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SubscriptionStatus {
+    Incomplete,
+    IncompleteExpired,
+    Trialing,
+    Active,
+    PastDue,
+    Canceled,
+    Unpaid,
+    Paused,
+    Other(String),
+}
+
+impl SubscriptionStatus {
+    pub fn parse(text: &str) -> SubscriptionStatus {
+        match text {
+            "incomplete" => SubscriptionStatus::Incomplete,
+            "incomplete_expired" => SubscriptionStatus::IncompleteExpired,
+            "trialing" => SubscriptionStatus::Trialing,
+            "active" => SubscriptionStatus::Active,
+            "past_due" => SubscriptionStatus::PastDue,
+            "canceled" => SubscriptionStatus::Canceled,
+            "unpaid" => SubscriptionStatus::Unpaid,
+            "paused" => SubscriptionStatus::Paused,
+            other => SubscriptionStatus::Other(other.to_owned()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            SubscriptionStatus::Incomplete => "incomplete",
+            SubscriptionStatus::IncompleteExpired => "incomplete_expired",
+            SubscriptionStatus::Trialing => "trialing",
+            SubscriptionStatus::Active => "active",
+            SubscriptionStatus::PastDue => "past_due",
+            SubscriptionStatus::Canceled => "canceled",
+            SubscriptionStatus::Unpaid => "unpaid",
+            SubscriptionStatus::Paused => "paused",
+            SubscriptionStatus::Other(other) => other,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SubscriptionStatus {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Ok(SubscriptionStatus::parse(&text))
+    }
+}
+
+impl fmt::Display for SubscriptionStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// The unit of a Stripe price's `recurring.interval`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -123,6 +188,27 @@ mod tests {
         assert_eq!(cycle(IntervalUnit::Month, 1), "1m");
         assert_eq!(cycle(IntervalUnit::Month, 3), "3m");
         assert_eq!(cycle(IntervalUnit::Year, 1), "1y");
+    }
+
+    #[test]
+    fn subscription_statuses_round_trip_and_new_ones_are_kept() {
+        for text in [
+            "incomplete",
+            "incomplete_expired",
+            "trialing",
+            "active",
+            "past_due",
+            "canceled",
+            "unpaid",
+            "paused",
+        ] {
+            let status = SubscriptionStatus::parse(text);
+            assert!(!matches!(status, SubscriptionStatus::Other(_)), "{text} is known");
+            assert_eq!(status.as_str(), text);
+        }
+        let added: SubscriptionStatus = serde_json::from_str(r#""on_hold""#).expect("any string reads");
+        assert_eq!(added, SubscriptionStatus::Other("on_hold".to_owned()));
+        assert_eq!(added.to_string(), "on_hold");
     }
 
     #[test]

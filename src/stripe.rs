@@ -17,8 +17,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use url::Url;
 
-use crate::model::{BillingInterval, IntervalUnit, LicenseKey, SubscriptionId};
+use crate::model::{BillingInterval, IntervalUnit, LicenseKey, SubscriptionId, SubscriptionStatus};
 use crate::settings::Secret;
+use crate::upstream::{self, TransportFailure};
 
 /// Pauses before the in-process retries of a subscription call (at most two retries), each
 /// scaled by a random factor in [½, 1] (Stripe's advice: exponential backoff with jitter).
@@ -88,8 +89,7 @@ pub struct PaymentLink {
 #[serde(try_from = "RawSubscription")]
 pub struct Subscription {
     pub id: SubscriptionId,
-    /// `active`, `past_due`, `canceled`, ... (kept as Stripe spells it).
-    pub status: String,
+    pub status: SubscriptionStatus,
     /// `metadata.license_key`, once this server has written it.
     pub license_key: Option<LicenseKey>,
     pub metadata: BTreeMap<String, String>,
@@ -104,7 +104,7 @@ pub struct Subscription {
 #[derive(Deserialize)]
 struct RawSubscription {
     id: SubscriptionId,
-    status: String,
+    status: SubscriptionStatus,
     #[serde(default)]
     metadata: BTreeMap<String, String>,
     #[serde(default)]
@@ -237,7 +237,7 @@ impl std::fmt::Debug for StripeClient {
 
 impl StripeClient {
     pub fn new(base: Url, secret_key: Secret, timeout: Duration) -> StripeClient {
-        StripeClient { http: crate::http_client(timeout), base, secret_key }
+        StripeClient { http: upstream::http_client(timeout), base, secret_key }
     }
 
     /// `POST /v1/payment_links` selling one unit of a recurring price.
@@ -267,14 +267,6 @@ impl StripeClient {
         with_retries(|| self.post_form(&path, &form, Some(&idempotency_key))).await
     }
 
-    fn url(&self, path: &str) -> Url {
-        // `path` is built by this module from fixed segments and Stripe ids.
-        let mut url = self.base.clone();
-        let base_path = url.path().trim_end_matches('/').to_owned();
-        url.set_path(&format!("{base_path}{path}"));
-        url
-    }
-
     /// POSTs a form body with Stripe's nested-bracket encoding (`a[0][b]=c`).
     pub(crate) async fn post_form<T: DeserializeOwned>(
         &self,
@@ -286,7 +278,7 @@ impl StripeClient {
             .map_err(|e| StripeError::Unreadable(format!("cannot encode form: {e}")))?;
         let mut request = self
             .http
-            .post(self.url(path))
+            .post(upstream::url_under(&self.base, path))
             .bearer_auth(self.secret_key.expose())
             .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .body(body);
@@ -297,7 +289,8 @@ impl StripeClient {
     }
 
     pub(crate) async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, StripeError> {
-        let request = self.http.get(self.url(path)).bearer_auth(self.secret_key.expose());
+        let request =
+            self.http.get(upstream::url_under(&self.base, path)).bearer_auth(self.secret_key.expose());
         Self::read(request.send().await).await
     }
 
@@ -321,17 +314,16 @@ impl StripeClient {
             status: status.as_u16(),
             error_type,
             code,
-            message: message.unwrap_or_else(|| crate::excerpt(&bytes)),
+            message: message.unwrap_or_else(|| upstream::excerpt(&bytes)),
             should_retry,
         })
     }
 }
 
 fn transport_error(error: reqwest::Error) -> StripeError {
-    if error.is_timeout() {
-        StripeError::Timeout
-    } else {
-        StripeError::Transport(crate::error_chain(&error.without_url()))
+    match TransportFailure::from(error) {
+        TransportFailure::Timeout => StripeError::Timeout,
+        TransportFailure::Failed(reason) => StripeError::Transport(reason),
     }
 }
 
@@ -398,7 +390,7 @@ mod tests {
             let subscription: Subscription =
                 serde_json::from_value(deleted_subscription(generation)).expect(generation);
             assert_eq!(subscription.id.as_str(), "sub_1TestLicense0000000001", "{generation}");
-            assert_eq!(subscription.status, "canceled");
+            assert_eq!(subscription.status, SubscriptionStatus::Canceled);
             assert_eq!(subscription.license_key, Some(LicenseKey("TEST-7KQM-4XRW-9BNC".to_owned())));
             assert_eq!(subscription.interval, BillingInterval { unit: IntervalUnit::Month, count: 1 });
             assert_eq!(subscription.current_period_end, at(1769270400), "{generation}");

@@ -1,7 +1,9 @@
 //! The typed event model: the few facts the billing flows need, read from either Stripe payload
 //! generation (before `2025-03-31.basil` and from it on) into our own types.
 //!
-//! Only the needed fields are deserialized; everything else is skipped unread. The envelope is read
+//! Only the fields a flow uses are deserialized, and only those a flow cannot do without are
+//! required: a field nothing reads must never turn a genuine delivery into a 400. Everything else is
+//! skipped unread. The envelope is read
 //! first and `data.object` only for the two handled event types, in a second pass with the struct
 //! for that object: Stripe puts `type` after `data`, so the object's shape is not known while it is
 //! read, and a `serde_json::Value` tree would cost far more than reading the bytes twice.
@@ -24,9 +26,6 @@ pub struct Event {
     pub id: String,
     /// `type`, e.g. `invoice.paid`.
     pub event_type: String,
-    /// The version `data` was rendered with; null on very old events.
-    pub api_version: Option<String>,
-    pub created: DateTime<Utc>,
     pub kind: EventKind,
 }
 
@@ -39,11 +38,20 @@ pub enum EventKind {
     Ignored,
 }
 
+impl Event {
+    /// The subscription the event is about, if it is about one this server handles.
+    pub fn subscription(&self) -> Option<&SubscriptionId> {
+        match &self.kind {
+            EventKind::InvoicePaid(invoice) => invoice.subscription.as_ref().map(|s| &s.id),
+            EventKind::SubscriptionDeleted(deleted) => Some(&deleted.id),
+            EventKind::Ignored => None,
+        }
+    }
+}
+
 /// An `invoice.paid` event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvoicePaid {
-    /// `in_...`
-    pub invoice_id: String,
     /// Why the invoice was billed; null on some old or one-off invoices.
     pub billing_reason: Option<BillingReason>,
     /// `None` for an invoice that belongs to no subscription (a one-off invoice): nothing to do.
@@ -61,8 +69,6 @@ pub struct InvoiceSubscription {
     /// `license_key` in the invoice's snapshot of the subscription's metadata. Frozen when the invoice
     /// was finalized, so the first invoice never carries it; the subscription itself is authoritative.
     pub license_key: Option<LicenseKey>,
-    /// The line's billing interval; only pre-basil invoices carry it (basil lines hold only the price id).
-    pub interval: Option<BillingInterval>,
 }
 
 /// A `customer.subscription.deleted` event: the subscription has ended.
@@ -73,12 +79,6 @@ pub struct SubscriptionDeleted {
     pub license_key: Option<LicenseKey>,
     /// One billing cycle, from the first item's price (or plan).
     pub interval: BillingInterval,
-    /// Top-level `current_period_end` (pre-basil), else the latest of the items' (basil).
-    pub current_period_end: Option<DateTime<Utc>>,
-    pub ended_at: Option<DateTime<Utc>>,
-    pub canceled_at: Option<DateTime<Utc>>,
-    /// `status`, `canceled` once deleted.
-    pub status: String,
 }
 
 /// An invoice's `billing_reason`; the flows tell the first invoice from every later one.
@@ -125,13 +125,12 @@ pub enum EventError {
     InvalidField { field: &'static str, value: String },
 }
 
-/// Reads a verified webhook body. Other event types than the two handled ones need only the
-/// envelope (`id`, `type`, `created`); their `data` is not looked at.
+/// Reads a verified webhook body. Other event types than the handled ones need only the envelope
+/// (`id`, `type`); their `data` is not looked at.
 pub fn parse_event(body: &[u8]) -> Result<Event, EventError> {
     let envelope: RawEnvelope = serde_json::from_slice(body)?;
     let id = required(envelope.id, "id")?;
     let event_type = required(envelope.event_type, "type")?;
-    let created = timestamp(required(envelope.created, "created")?, "created")?;
     let kind = match event_type.as_str() {
         INVOICE_PAID => EventKind::InvoicePaid(data_object::<RawInvoice>(body)?.into_event()?),
         SUBSCRIPTION_DELETED => {
@@ -139,7 +138,7 @@ pub fn parse_event(body: &[u8]) -> Result<Event, EventError> {
         }
         _ => EventKind::Ignored,
     };
-    Ok(Event { id, event_type, api_version: envelope.api_version, created, kind })
+    Ok(Event { id, event_type, kind })
 }
 
 /// The second pass: `data.object` as `T`, every other field skipped.
@@ -156,10 +155,6 @@ fn timestamp(unix: i64, field: &'static str) -> Result<DateTime<Utc>, EventError
     DateTime::from_timestamp(unix, 0).ok_or(EventError::InvalidField { field, value: unix.to_string() })
 }
 
-fn optional_timestamp(unix: Option<i64>, field: &'static str) -> Result<Option<DateTime<Utc>>, EventError> {
-    unix.map(|unix| timestamp(unix, field)).transpose()
-}
-
 // The raw shapes: only the needed fields, all optional, so that a missing one is reported by its
 // path rather than by serde's position in the body.
 
@@ -168,8 +163,6 @@ struct RawEnvelope {
     id: Option<String>,
     #[serde(rename = "type")]
     event_type: Option<String>,
-    api_version: Option<String>,
-    created: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -184,7 +177,6 @@ struct RawDataObject<T> {
 
 #[derive(Deserialize)]
 struct RawInvoice {
-    id: Option<String>,
     billing_reason: Option<String>,
     /// Pre-basil: the subscription id, or the subscription itself when expanded.
     subscription: Option<ExpandableId>,
@@ -226,9 +218,6 @@ struct RawLine {
     /// Basil: `parent.type` and `parent.subscription_item_details.proration`.
     parent: Option<RawLineParent>,
     period: Option<RawPeriod>,
-    /// Pre-basil only; basil lines carry just the price id under `pricing`.
-    price: Option<RawPrice>,
-    plan: Option<RawRecurring>,
 }
 
 #[derive(Deserialize)]
@@ -263,12 +252,7 @@ struct RawRecurring {
 #[derive(Deserialize)]
 struct RawSubscription {
     id: Option<String>,
-    status: Option<String>,
     metadata: Option<RawMetadata>,
-    /// Pre-basil only; basil has it per item.
-    current_period_end: Option<i64>,
-    ended_at: Option<i64>,
-    canceled_at: Option<i64>,
     items: Option<RawList<RawSubscriptionItem>>,
 }
 
@@ -276,12 +260,10 @@ struct RawSubscription {
 struct RawSubscriptionItem {
     price: Option<RawPrice>,
     plan: Option<RawRecurring>,
-    current_period_end: Option<i64>,
 }
 
 impl RawInvoice {
     fn into_event(self) -> Result<InvoicePaid, EventError> {
-        let invoice_id = required(self.id, "data.object.id")?;
         let billing_reason = self.billing_reason.as_deref().map(BillingReason::parse);
         // Basil moved both to `parent.subscription_details`; older versions have them at the top.
         let details =
@@ -291,40 +273,31 @@ impl RawInvoice {
             None => (None, None),
         };
         let Some(ExpandableId(subscription_id)) = details_subscription.or(self.subscription) else {
-            return Ok(InvoicePaid { invoice_id, billing_reason, subscription: None });
+            return Ok(InvoicePaid { billing_reason, subscription: None });
         };
         let license_key = snapshot.and_then(RawMetadata::license_key);
         let lines = required(self.lines.and_then(|lines| lines.data), "data.object.lines.data")?;
-        let (paid_until, interval) = paid_period(&lines)?;
+        let paid_until = paid_until(&lines)?;
         Ok(InvoicePaid {
-            invoice_id,
             billing_reason,
             subscription: Some(InvoiceSubscription {
                 id: SubscriptionId(subscription_id),
                 paid_until,
                 license_key,
-                interval,
             }),
         })
     }
 }
 
-/// The latest end among the non-proration subscription lines, and that line's interval.
-fn paid_period(lines: &[RawLine]) -> Result<(Option<DateTime<Utc>>, Option<BillingInterval>), EventError> {
+/// The latest end among the non-proration subscription lines.
+fn paid_until(lines: &[RawLine]) -> Result<Option<DateTime<Utc>>, EventError> {
     const END: &str = "data.object.lines.data[].period.end";
-    let mut latest: Option<(i64, &RawLine)> = None;
+    let mut latest: Option<i64> = None;
     for line in lines.iter().filter(|line| line.is_subscription() && !line.is_proration()) {
         let end = required(line.period.as_ref().and_then(|period| period.end), END)?;
-        if latest.is_none_or(|(latest_end, _)| end > latest_end) {
-            latest = Some((end, line));
-        }
+        latest = latest.max(Some(end));
     }
-    let Some((end, line)) = latest else {
-        return Ok((None, None));
-    };
-    let recurring = line.price.as_ref().and_then(|price| price.recurring.as_ref()).or(line.plan.as_ref());
-    let interval = recurring.map(RawRecurring::interval).transpose()?.flatten();
-    Ok((Some(timestamp(end, END)?), interval))
+    latest.map(|end| timestamp(end, END)).transpose()
 }
 
 impl RawLine {
@@ -369,22 +342,15 @@ impl RawSubscription {
         const FIRST_ITEM: &str = "data.object.items.data[0]";
         const INTERVAL: &str = "data.object.items.data[0].price.recurring";
         let id = SubscriptionId(required(self.id, "data.object.id")?);
-        let status = required(self.status, "data.object.status")?;
         let items = self.items.and_then(|items| items.data).unwrap_or_default();
         let first = required(items.first(), FIRST_ITEM)?;
         let recurring =
             first.price.as_ref().and_then(|price| price.recurring.as_ref()).or(first.plan.as_ref());
         let interval = required(recurring.map(RawRecurring::interval).transpose()?.flatten(), INTERVAL)?;
-        let period_end =
-            self.current_period_end.or(items.iter().filter_map(|item| item.current_period_end).max());
         Ok(SubscriptionDeleted {
             id,
             license_key: self.metadata.and_then(RawMetadata::license_key),
             interval,
-            current_period_end: optional_timestamp(period_end, "data.object.current_period_end")?,
-            ended_at: optional_timestamp(self.ended_at, "data.object.ended_at")?,
-            canceled_at: optional_timestamp(self.canceled_at, "data.object.canceled_at")?,
-            status,
         })
     }
 }
@@ -478,9 +444,7 @@ mod tests {
             let event =
                 parse_event(&fixture(generation, "invoice.paid.subscription_create")).expect(generation);
             assert_eq!(event.event_type, "invoice.paid");
-            assert_eq!(event.created, at(1764000006));
             let invoice = invoice_paid(event);
-            assert_eq!(invoice.invoice_id, "in_1TestCreate0000000001", "{generation}");
             assert_eq!(invoice.billing_reason, Some(BillingReason::SubscriptionCreate), "{generation}");
             let subscription = invoice.subscription.expect("a subscription invoice");
             assert_eq!(subscription.id, SubscriptionId(SUBSCRIPTION.to_owned()), "{generation}");
@@ -495,7 +459,6 @@ mod tests {
             let event =
                 parse_event(&fixture(generation, "invoice.paid.subscription_cycle")).expect(generation);
             let invoice = invoice_paid(event);
-            assert_eq!(invoice.invoice_id, "in_1TestCycle00000000001", "{generation}");
             assert_eq!(invoice.billing_reason, Some(BillingReason::SubscriptionCycle), "{generation}");
             let subscription = invoice.subscription.expect("a subscription invoice");
             assert_eq!(subscription.id, SubscriptionId(SUBSCRIPTION.to_owned()), "{generation}");
@@ -505,20 +468,9 @@ mod tests {
     }
 
     #[test]
-    fn only_pre_basil_invoices_carry_the_interval() {
-        let monthly = Some(BillingInterval { unit: IntervalUnit::Month, count: 1 });
-        for (generation, expected) in [("acacia", monthly), ("basil", None)] {
-            let invoice =
-                invoice_paid(parse_event(&fixture(generation, "invoice.paid.subscription_cycle")).unwrap());
-            assert_eq!(invoice.subscription.expect("subscription").interval, expected, "{generation}");
-        }
-    }
-
-    #[test]
     fn both_generations_read_the_same_deletion() {
         for generation in ["acacia", "basil"] {
             let event = parse_event(&fixture(generation, "customer.subscription.deleted")).expect(generation);
-            assert_eq!(event.created, at(1767456000));
             let deleted = subscription_deleted(event);
             assert_eq!(
                 deleted,
@@ -526,10 +478,6 @@ mod tests {
                     id: SubscriptionId(SUBSCRIPTION.to_owned()),
                     license_key: Some(LicenseKey(KEY.to_owned())),
                     interval: BillingInterval { unit: IntervalUnit::Month, count: 1 },
-                    current_period_end: Some(at(1769270400)),
-                    ended_at: Some(at(1767456000)),
-                    canceled_at: Some(at(1767456000)),
-                    status: "canceled".to_owned(),
                 },
                 "{generation}"
             );
@@ -537,13 +485,38 @@ mod tests {
     }
 
     #[test]
-    fn the_envelope_is_kept() {
+    fn the_event_id_is_kept() {
         let event = parse_event(&fixture("basil", "invoice.paid.subscription_create")).unwrap();
         assert_eq!(event.id, "evt_1TestInvPaidCreate00001");
-        assert_eq!(event.api_version.as_deref(), Some("2025-03-31.basil"));
         let event = parse_event(&fixture("acacia", "invoice.paid.subscription_create")).unwrap();
         assert_eq!(event.id, "evt_1TestInvPaidCreateAcacia");
-        assert_eq!(event.api_version.as_deref(), Some("2025-02-24.acacia"));
+    }
+
+    #[test]
+    fn fields_no_flow_reads_may_be_missing() {
+        // (fixture, envelope fields, `data.object` fields) that no flow reads.
+        let unread: [(&str, &[&str], &[&str]); 3] = [
+            ("invoice.paid.subscription_create", &["created", "api_version", "livemode"], &["id", "status"]),
+            ("invoice.paid.subscription_cycle", &["request"], &["id", "customer", "total", "period_end"]),
+            ("customer.subscription.deleted", &["created"], &["status", "ended_at", "canceled_at"]),
+        ];
+        for generation in ["acacia", "basil"] {
+            for (name, envelope_fields, object_fields) in unread {
+                let mut event = fixture_json(generation, name);
+                let expected = parse_json(&event).expect("the fixture parses");
+                for field in envelope_fields {
+                    event.as_object_mut().unwrap().remove(*field);
+                }
+                let object = &mut event["data"]["object"];
+                for field in object_fields.iter().chain(&["current_period_end"]) {
+                    object.as_object_mut().unwrap().remove(*field);
+                }
+                for item in object["items"]["data"].as_array_mut().into_iter().flatten() {
+                    item.as_object_mut().unwrap().remove("current_period_end");
+                }
+                assert_eq!(parse_json(&event).expect(name), expected, "{generation} {name}");
+            }
+        }
     }
 
     #[test]
@@ -570,7 +543,6 @@ mod tests {
                 json!({"id": "evt_1", "type": "customer.subscription.updated", "created": 1, "data": data});
             let event = parse_json(&body).unwrap();
             assert_eq!(event.kind, EventKind::Ignored);
-            assert_eq!(event.api_version, None);
         }
     }
 
@@ -586,9 +558,7 @@ mod tests {
     #[test]
     fn missing_envelope_fields_are_named() {
         let event = fixture_json("basil", "invoice.paid.subscription_create");
-        for (field, expected) in
-            [("id", "id"), ("type", "type"), ("created", "created"), ("data", "data.object")]
-        {
+        for (field, expected) in [("id", "id"), ("type", "type"), ("data", "data.object")] {
             let mut broken = event.clone();
             broken.as_object_mut().unwrap().remove(field);
             assert_eq!(missing_field(parse_json(&broken)), expected);
@@ -602,10 +572,6 @@ mod tests {
     fn missing_invoice_fields_are_named() {
         for generation in ["acacia", "basil"] {
             let event = fixture_json(generation, "invoice.paid.subscription_cycle");
-            let mut broken = event.clone();
-            broken["data"]["object"].as_object_mut().unwrap().remove("id");
-            assert_eq!(missing_field(parse_json(&broken)), "data.object.id", "{generation}");
-
             let mut broken = event.clone();
             broken["data"]["object"].as_object_mut().unwrap().remove("lines");
             assert_eq!(missing_field(parse_json(&broken)), "data.object.lines.data", "{generation}");
@@ -624,11 +590,7 @@ mod tests {
     fn missing_subscription_fields_are_named() {
         for generation in ["acacia", "basil"] {
             let event = fixture_json(generation, "customer.subscription.deleted");
-            for (field, expected) in [
-                ("id", "data.object.id"),
-                ("status", "data.object.status"),
-                ("items", "data.object.items.data[0]"),
-            ] {
+            for (field, expected) in [("id", "data.object.id"), ("items", "data.object.items.data[0]")] {
                 let mut broken = event.clone();
                 broken["data"]["object"].as_object_mut().unwrap().remove(field);
                 assert_eq!(missing_field(parse_json(&broken)), expected, "{generation}");
