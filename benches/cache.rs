@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use stripe_licensespring::cache::{CacheEntry, SubscriptionCache};
-use stripe_licensespring::model::{IntervalUnit, LicenseKey, SubscriptionId};
+use stripe_licensespring::model::{IntervalUnit, LicenseId, LicenseKey, SubscriptionId};
 
 const SIZES: [usize; 3] = [100, 10_000, 100_000];
 
@@ -18,7 +18,7 @@ fn entry(n: usize) -> CacheEntry {
         SubscriptionId(format!("sub_1Bench{n:018}")),
         LicenseKey(format!("BNCH-{n:014}")),
         IntervalUnit::Month,
-        1_764_000_000_500_001 + n as i64,
+        LicenseId(1_764_000_000_500_001 + n as i64),
     )
 }
 

@@ -27,13 +27,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
+use sim::licensespring::LicenseSpringSimConfig;
+use sim::stripe::StripeSimConfig;
+use sim::{Fault, FaultKind};
 use stripe_licensespring::cache::CacheEntry;
-use stripe_licensespring::model::{IntervalUnit, LicenseKey, SubscriptionId};
-use stripe_licensespring::sandbox::licensespring_sim::LicenseSpringSimConfig;
-use stripe_licensespring::sandbox::process::{ServerProcess, SimulatedUpstreams};
-use stripe_licensespring::sandbox::stripe_sim::{self, StripeSimConfig};
-use stripe_licensespring::sandbox::{Fault, FaultKind};
-use stripe_licensespring::settings::Secret;
+use stripe_licensespring::demo::Simulators;
+use stripe_licensespring::model::{IntervalUnit, LicenseId, LicenseKey, SubscriptionId};
+
+#[path = "../tests/common/server_process.rs"]
+mod server_process;
+
+use server_process::{ServerProcess, server_env};
 
 const WEBHOOK_SECRET: &str = "whsec_load_benchmark_secret";
 const USAGE: &str = "usage: cargo bench --bench load -- [--workload renewals|new|mixed] [--events N] \
@@ -210,13 +214,10 @@ fn pinned_binary(built: &Path, dir: &Path) -> PathBuf {
 }
 
 async fn run_once(binary: &Path, workload: Workload, options: &Options) -> (Measurement, usize) {
-    let upstreams = SimulatedUpstreams::start(
-        StripeSimConfig::default(),
-        LicenseSpringSimConfig::default(),
-        Secret::new(WEBHOOK_SECRET),
-    )
-    .await
-    .expect("simulators start");
+    let upstreams =
+        Simulators::start(StripeSimConfig::default(), LicenseSpringSimConfig::default(), WEBHOOK_SECRET)
+            .await
+            .expect("simulators start");
     if !options.upstream_latency.is_zero() {
         // A rule matching every request, never used up: each answer is delayed by the same amount.
         let delay = Fault::new("", FaultKind::Hang(options.upstream_latency)).times(usize::MAX);
@@ -228,7 +229,7 @@ async fn run_once(binary: &Path, workload: Workload, options: &Options) -> (Meas
     let dir = tempfile::tempdir().expect("temp dir");
     let cache_path = dir.path().join("cache.json");
     write_fillers(&cache_path, plan.capacity);
-    let mut env = upstreams.server_env(&cache_path);
+    let mut env = server_env(&upstreams, &cache_path);
     env.push(("CACHE_CAPACITY".to_owned(), plan.capacity.to_string()));
     let server = ServerProcess::spawn(binary, dir.path(), &env).expect("the server starts");
 
@@ -271,16 +272,16 @@ async fn run_once(binary: &Path, workload: Workload, options: &Options) -> (Meas
 }
 
 /// Creates the simulated subscriptions and renders, signs and orders every event of the run.
-fn plan(upstreams: &SimulatedUpstreams, workload: Workload, options: &Options) -> Plan {
+fn plan(upstreams: &Simulators, workload: Workload, options: &Options) -> Plan {
     let stripe = &upstreams.stripe;
     let n = options.events;
     let c = options.concurrency;
-    let subscribe = |count: usize| -> Vec<SubscriptionId> {
+    let subscribe = |count: usize| -> Vec<String> {
         (0..count)
-            .map(|_| stripe.create_subscription(stripe_sim::DEFAULT_PRICE_ID).expect("subscribes"))
+            .map(|_| stripe.create_subscription(sim::stripe::DEFAULT_PRICE_ID).expect("subscribes"))
             .collect()
     };
-    let renew = |sub: &SubscriptionId| stripe.renew(sub).expect("renews").body;
+    let renew = |sub: &String| stripe.renew(sub).expect("renews").body;
     // Renewals are ordered so that two renewals of one subscription are never in flight together:
     // `2 × concurrency` other events lie between them.
     let (warmup_subs, timed, capacity) = match workload {
@@ -293,7 +294,7 @@ fn plan(upstreams: &SimulatedUpstreams, workload: Workload, options: &Options) -
         Workload::New => (subscribe(2 * c), Timed::FirstInvoices(subscribe(n)), 0),
         Workload::Mixed => {
             let warmup = subscribe(2 * c);
-            let mut to_renew: VecDeque<SubscriptionId> = warmup.iter().cloned().collect();
+            let mut to_renew: VecDeque<String> = warmup.iter().cloned().collect();
             let originals = n - n / DUPLICATE_EVERY;
             let mut order = Vec::with_capacity(originals);
             for index in 0..originals {
@@ -312,13 +313,13 @@ fn plan(upstreams: &SimulatedUpstreams, workload: Workload, options: &Options) -
         }
     };
     // One pass over the simulator's events: the first `invoice.paid` of each subscription.
-    let mut first_invoices: HashMap<SubscriptionId, Vec<u8>> = HashMap::new();
+    let mut first_invoices: HashMap<String, Vec<u8>> = HashMap::new();
     for event in stripe.events() {
         if let Some(sub) = event.subscription.filter(|_| event.event_type == "invoice.paid") {
             first_invoices.entry(sub).or_insert(event.body);
         }
     }
-    let mut first_invoice = |sub: &SubscriptionId| first_invoices.remove(sub).expect("a first invoice");
+    let mut first_invoice = |sub: &String| first_invoices.remove(sub).expect("a first invoice");
     let warmup: Vec<Vec<u8>> = warmup_subs.iter().map(&mut first_invoice).collect();
     let timed: Vec<Vec<u8>> = match timed {
         Timed::Bodies(bodies) => bodies,
@@ -340,7 +341,7 @@ fn plan(upstreams: &SimulatedUpstreams, workload: Workload, options: &Options) -
         bodies
             .into_iter()
             .map(|body| SignedEvent {
-                signature: stripe_sim::sign_stripe_payload(&body, WEBHOOK_SECRET, now),
+                signature: sim::sign_stripe_payload(&body, WEBHOOK_SECRET, now),
                 body: Bytes::from(body),
             })
             .collect()
@@ -367,12 +368,12 @@ fn with_duplicates(originals: Vec<Vec<u8>>, distance: usize, total: usize) -> Ve
 
 enum Timed {
     Bodies(Vec<Vec<u8>>),
-    FirstInvoices(Vec<SubscriptionId>),
+    FirstInvoices(Vec<String>),
     Mixed(Vec<Step>),
 }
 
 enum Step {
-    Create(SubscriptionId),
+    Create(String),
     Renewal(Vec<u8>),
 }
 
@@ -384,7 +385,7 @@ fn write_fillers(path: &Path, count: usize) {
                 SubscriptionId(format!("sub_1Filler{n:019}")),
                 LicenseKey(format!("FILL-{n:014}")),
                 IntervalUnit::Month,
-                1_700_000_000_000_000 + n as i64,
+                LicenseId(1_700_000_000_000_000 + n as i64),
             )
         })
         .collect();

@@ -6,7 +6,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use stripe_licensespring::sandbox::stripe_sim::sign_stripe_payload;
+use sim::sign_stripe_payload;
 use stripe_licensespring::settings::Secret;
 use stripe_licensespring::webhook::{parse_event, verify};
 

@@ -1,141 +1,120 @@
 //! stripe-licensespring: sells a software subscription through Stripe and keeps a LicenseSpring
 //! subscription license in step with it.
 //!
-//! `main.rs` reads the settings and calls [`run`] (or, with `--demo`, [`sandbox::demo::run_demo`]);
-//! everything else is built here from one [`settings::Settings`]. Modules, one concern each:
-//! - [`settings`]: the settings and the `Secret` wrapper;
+//! `main.rs` reads the settings and runs an [`App`] (or, with `--demo`, the sandbox of [`demo`]);
+//! everything else is built here from one [`settings::Settings`]. Modules, one concern each, each
+//! depending only on those listed after it:
+//! - [`demo`] (feature `demo`): the sandbox, the app against the `sim` crate's simulators;
 //! - [`web`]: routes, pages and the error-to-status mapping;
+//! - [`server`]: HTTP/1.1 serving, slow-client limits, graceful shutdown;
+//! - [`billing`]: the one entry point for an event, and the flows that keep licenses in step;
 //! - [`webhook`]: `Stripe-Signature` verification and the typed event model;
-//! - [`stripe`]: the Stripe API client;
-//! - [`licensespring`]: the LicenseSpring Management API client;
+//! - [`stripe`], [`licensespring`]: the two upstream clients, sharing [`upstream`];
 //! - [`cache`]: the subscription cache file (`CACHE_PATH`);
-//! - [`billing`]: the flows that keep licenses in step with subscriptions;
-//! - [`model`]: the small types shared by all of them;
-//! - [`sandbox`]: in-process Stripe and LicenseSpring simulators for the tests and `--demo`.
+//! - [`settings`]: the settings and the `Secret` wrapper;
+//! - [`model`]: the small types shared by all of them.
 
 pub mod billing;
 pub mod cache;
+#[cfg(feature = "demo")]
+pub mod demo;
 pub mod licensespring;
 pub mod model;
-pub mod sandbox;
+pub mod server;
 pub mod settings;
 pub mod stripe;
+mod upstream;
 pub mod web;
 pub mod webhook;
 
 use std::future::Future;
-use std::time::Duration;
+use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
 
 use settings::Settings;
 
-/// How long in-flight requests may run after a shutdown signal before the process exits anyway.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-
-/// Why the server could not start.
+/// Why the server could not start or stopped serving.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot listen on {address}: {source}")]
+    #[error("cannot listen on {address} (HOST, PORT): {source}")]
     Bind { address: String, source: std::io::Error },
     /// The cache file is unreadable or not in the cache format (the message names it).
     #[error(transparent)]
     Cache(#[from] cache::CacheError),
-    #[error("{0}")]
-    Other(String),
+    #[error("cannot read the address the server listens on: {0}")]
+    LocalAddress(std::io::Error),
+    #[error("serving failed: {0}")]
+    Serve(std::io::Error),
 }
 
-/// Builds the application's router from the settings (clients, cache, routes).
-pub async fn build_app(settings: &Settings) -> Result<axum::Router, StartError> {
-    // Opened first so a corrupt cache file stops the server before it listens.
-    let cache = cache::SubscriptionCache::open(&settings.cache_path, settings.cache_capacity)?;
-    Ok(web::router(web::AppState::new(settings, cache)))
-}
-
-/// Binds the listener first, so `PORT=0` works and the real port can be read back.
-pub async fn bind(settings: &Settings) -> Result<TcpListener, StartError> {
-    let address = format!("{}:{}", settings.host, settings.port);
-    TcpListener::bind((settings.host.as_str(), settings.port))
-        .await
-        .map_err(|source| StartError::Bind { address, source })
-}
-
-/// How long a client may take to send a request's headers, counted from when the server starts
-/// waiting for them (so it also bounds how long a kept-alive connection may sit idle). A client
-/// that sends a byte a second is disconnected instead of holding a connection forever.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Serves until `shutdown` resolves, then lets in-flight requests finish for at most
-/// [`SHUTDOWN_GRACE`].
-///
-/// HTTP/1.1 through hyper directly rather than `axum::serve`, which gives no way to set a header
-/// read timeout (hyper's needs a timer, which `axum::serve` does not install).
-pub async fn serve(
+/// The application, built and listening, not yet serving: the one way the server starts, in
+/// `main`, the tests and the sandbox.
+pub struct App {
     listener: TcpListener,
-    app: axum::Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    use axum::serve::Listener;
-    use hyper_util::rt::{TokioIo, TokioTimer};
-    use hyper_util::service::TowerToHyperService;
-
-    let mut listener = listener;
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
-    let connections = hyper_util::server::graceful::GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        // axum's `Listener::accept` retries failed accepts (and waits out `EMFILE`).
-        let (stream, _peer) = tokio::select! {
-            accepted = Listener::accept(&mut listener) => accepted,
-            () = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let connection = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
-        let connection = connections.watch(connection);
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    tracing::info!("shutting down: waiting up to {}s for requests in flight", SHUTDOWN_GRACE.as_secs());
-    if tokio::time::timeout(SHUTDOWN_GRACE, connections.shutdown()).await.is_err() {
-        tracing::warn!("requests still in flight after the grace period; exiting anyway");
-    }
-    Ok(())
+    router: axum::Router,
+    address: SocketAddr,
 }
 
-/// Builds the app, listens, logs where, and serves until SIGINT or SIGTERM.
-pub async fn run(settings: Settings) -> Result<(), StartError> {
-    let app = build_app(&settings).await?;
-    let listener = bind(&settings).await?;
-    let address = listener.local_addr().map_err(|e| StartError::Other(e.to_string()))?;
-    tracing::info!("listening on http://{address}");
-    serve(listener, app, shutdown_signal()).await.map_err(|e| StartError::Other(e.to_string()))
+impl App {
+    /// Opens the store, binds `HOST`:`PORT` (port 0: any free port, see [`App::address`]) and
+    /// builds the routes.
+    pub async fn build(settings: &Settings) -> Result<App, StartError> {
+        App::build_with(settings, web::Extras::default()).await
+    }
+
+    /// As [`App::build`], with what a deployment adds (the sandbox's panel and routes).
+    pub async fn build_with(settings: &Settings, extras: web::Extras) -> Result<App, StartError> {
+        // Opened first, so a corrupt cache file stops the server before it listens.
+        let cache = open_store(settings)?;
+        let address = format!("{}:{}", settings.host, settings.port);
+        let listener = TcpListener::bind((settings.host.as_str(), settings.port))
+            .await
+            .map_err(|source| StartError::Bind { address, source })?;
+        App::assemble(listener, cache, settings, extras)
+    }
+
+    /// As [`App::build_with`], on a listener bound beforehand: for the sandbox, whose simulators
+    /// must know the app's address before the app's settings (which point at them) exist.
+    pub async fn build_on(
+        listener: TcpListener,
+        settings: &Settings,
+        extras: web::Extras,
+    ) -> Result<App, StartError> {
+        let cache = open_store(settings)?;
+        App::assemble(listener, cache, settings, extras)
+    }
+
+    fn assemble(
+        listener: TcpListener,
+        cache: cache::SubscriptionCache,
+        settings: &Settings,
+        extras: web::Extras,
+    ) -> Result<App, StartError> {
+        let address = listener.local_addr().map_err(StartError::LocalAddress)?;
+        let state = web::AppState::new(settings, cache, extras.panel);
+        Ok(App { listener, router: web::router(state, extras.routes), address })
+    }
+
+    /// Where the app listens (the real port when `PORT=0`).
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Says where it listens, then serves until `shutdown` resolves (and requests in flight end).
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
+        tracing::info!("listening on http://{}", self.address);
+        server::serve(self.listener, self.router, shutdown).await.map_err(StartError::Serve)
+    }
+
+    /// Serves until SIGINT or SIGTERM.
+    pub async fn run(self) -> Result<(), StartError> {
+        self.serve(server::shutdown_signal()).await
+    }
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
-    }
+fn open_store(settings: &Settings) -> Result<cache::SubscriptionCache, StartError> {
+    Ok(cache::SubscriptionCache::open(&settings.cache_path, settings.cache_capacity)?)
 }
 
 /// Sets up logging with the given filter (`RUST_LOG`); one line per request comes from the web layer.
@@ -143,39 +122,4 @@ pub fn init_tracing(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "info".into());
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi).try_init();
-}
-
-/// The one HTTP client setup every upstream client uses: bounded connect and total time, no
-/// redirects (an upstream redirect is an error to see, not to follow with a changed method).
-pub(crate) fn http_client(timeout: Duration) -> reqwest::Client {
-    reqwest::Client::builder()
-        .connect_timeout(timeout.min(Duration::from_secs(5)))
-        .timeout(timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .build()
-        .expect("the TLS backend is compiled in")
-}
-
-/// The start of an upstream's raw answer, for an error message: at most 200 characters.
-pub(crate) fn excerpt(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let text = text.trim();
-    match text.char_indices().nth(200) {
-        Some((cut, _)) => format!("{}...", &text[..cut]),
-        None if text.is_empty() => "(empty answer)".to_owned(),
-        None => text.to_owned(),
-    }
-}
-
-/// An error with its causes, `a: b: c`.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -1,8 +1,8 @@
-//! Reads the settings and runs the server (or, with `--demo`, the offline sandbox).
+//! Reads the command line and the settings, and runs the server (or, with `--demo`, the sandbox).
 
 use std::process::ExitCode;
 
-use stripe_licensespring::sandbox::demo::{self, DemoOptions};
+use stripe_licensespring::App;
 use stripe_licensespring::settings::Settings;
 
 const USAGE: &str = "usage: stripe-licensespring [--demo]\n  \
@@ -15,37 +15,54 @@ const USAGE: &str = "usage: stripe-licensespring [--demo]\n  \
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let args: Vec<_> = std::env::args_os().skip(1).collect();
-    let demo_mode = match args.as_slice() {
-        [] => false,
-        [flag] if flag == "--demo" => true,
+    match args.as_slice() {
+        [] => serve().await,
+        [flag] if flag == "--demo" => demo().await,
         _ => {
             eprintln!("{USAGE}");
-            return ExitCode::from(2);
+            ExitCode::from(2)
         }
+    }
+}
+
+async fn serve() -> ExitCode {
+    let settings = match Settings::from_env() {
+        Ok(settings) => settings,
+        Err(error) => return exit_with(error, 2),
     };
-    let run = if demo_mode {
-        // The sandbox generates its own keys: no .env is read, so a real one is never touched.
-        let options = match DemoOptions::from_env() {
-            Ok(options) => options,
-            Err(error) => return exit_with(error, 2),
-        };
-        stripe_licensespring::init_tracing(&options.log_filter);
-        demo::run_demo(options).await
-    } else {
-        let settings = match Settings::from_env() {
-            Ok(settings) => settings,
-            Err(error) => return exit_with(error, 2),
-        };
-        stripe_licensespring::init_tracing(&settings.log_filter);
-        stripe_licensespring::run(settings).await
+    stripe_licensespring::init_tracing(&settings.log_filter);
+    let app = match App::build(&settings).await {
+        Ok(app) => app,
+        Err(error) => return exit_with(error, 1),
     };
-    match run {
+    match app.run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => exit_with(error, 1),
     }
 }
 
-/// Settings problems exit 2 before anything listens; a failure while running exits 1.
+#[cfg(feature = "demo")]
+async fn demo() -> ExitCode {
+    use stripe_licensespring::demo::{self, DemoOptions};
+
+    // The sandbox generates its own keys: no .env is read, so a real one is never touched.
+    let options = match DemoOptions::from_env() {
+        Ok(options) => options,
+        Err(error) => return exit_with(error, 2),
+    };
+    stripe_licensespring::init_tracing(&options.log_filter);
+    match demo::run_demo(options).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => exit_with(error, 1),
+    }
+}
+
+#[cfg(not(feature = "demo"))]
+async fn demo() -> ExitCode {
+    exit_with("this build has no sandbox: build with the `demo` feature (on by default) for --demo", 2)
+}
+
+/// Settings problems exit 2 before anything listens; a failure while starting or running exits 1.
 fn exit_with(error: impl std::fmt::Display, code: u8) -> ExitCode {
     eprintln!("error: {error}");
     ExitCode::from(code)

@@ -16,8 +16,7 @@ use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
-use stripe_licensespring::model::SubscriptionId;
-use stripe_licensespring::sandbox::demo::{Demo, DemoOptions, start_demo};
+use stripe_licensespring::demo::{Demo, DemoOptions, start_demo};
 
 /// How long any one step may take before the test gives up.
 const STEP: Duration = Duration::from_secs(20);
@@ -132,7 +131,7 @@ async fn wait_until<T>(
 }
 
 /// The subscription's current period end in the Stripe simulator, as the page writes dates.
-fn period_end(demo: &Demo, subscription: &SubscriptionId) -> Result<String, String> {
+fn period_end(demo: &Demo, subscription: &str) -> Result<String, String> {
     let subscription = demo.panel().stripe().subscription(subscription).ok_or("the subscription vanished")?;
     let end =
         chrono::DateTime::from_timestamp(subscription.current_period_end, 0).ok_or("a bad period end")?;

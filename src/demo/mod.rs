@@ -1,14 +1,18 @@
-//! `--demo`: the whole app against the two simulators, in one process, with nothing to set up.
+//! `--demo`: the whole app against the `sim` crate's simulators, in one process, with nothing to
+//! set up.
 //!
 //! The order of the wiring matters: the app's listener is bound first, because the Stripe
 //! simulator needs the app's URL (to deliver webhooks to `/webhooks` and to send the buyer back
 //! after checkout); then both simulators start with freshly generated keys and webhook secret;
-//! then the app is built with settings that point at them. The simulators listen on loopback
-//! only, and no request leaves the machine.
+//! then the app is built on that listener with settings that point at them
+//! ([`Simulators::settings`]). The simulators listen on loopback only, and no request leaves the
+//! machine.
 //!
-//! [`DemoPanel`] is what the home page shows in demo mode: the simulators' subscriptions and
-//! licenses, read straight from their state (never through the billing code), and the renew and
-//! cancel controls behind the demo-only routes.
+//! This module depends on [`crate::web`], never the reverse: the sandbox's table and buttons
+//! ([`DemoPanel`]) reach the store page as a [`StorePanel`](crate::web::StorePanel) and a router.
+
+mod panel;
+mod simulators;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -17,31 +21,40 @@ use std::time::Duration;
 
 use rand::Rng;
 use rand::distr::Alphanumeric;
+use sim::licensespring::{self as licensespring_sim, LicenseSpringSimConfig};
+use sim::stripe::{StripeSimConfig, WebhookTarget};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use url::Url;
 
-use super::licensespring_sim::{self, LicenseSpringSim, LicenseSpringSimConfig};
-use super::stripe_sim::{
-    self, StripeSim, StripeSimConfig, StripeSimError, SubscriptionStatus, WebhookTarget,
-};
-use crate::cache::SubscriptionCache;
-use crate::model::SubscriptionId;
-use crate::settings::{DEFAULT_CACHE_PATH, DEFAULT_HOST, DEFAULT_PORT, Secret, Settings};
-use crate::{StartError, web};
+pub use panel::{DELIVERY_WAIT, DemoPanel, SandboxRow, SandboxView};
+pub use simulators::{ORDER_BASE_STRING, Simulators};
 
-/// How long a renew or cancel button waits for the app to have handled the simulator's webhook,
-/// so that the page it returns to already shows the result. Bounded: a failing app must not hang
-/// the button.
-pub const DELIVERY_WAIT: Duration = Duration::from_secs(5);
+use crate::settings::{DEFAULT_CACHE_PATH, DEFAULT_HOST, DEFAULT_PORT, Settings};
+use crate::{App, StartError, web};
 
 /// The simulator's webhook retry delays in the sandbox: short, so a failed delivery is retried
 /// while the person is still looking at the page.
 const RETRY_DELAYS: [u64; 3] = [1, 2, 4];
 
-/// The order id prefix of the licenses the sandbox creates.
-const ORDER_BASE_STRING: &str = "sandbox";
+/// Why the sandbox could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error(transparent)]
+    App(#[from] StartError),
+    #[error("cannot create a temporary cache directory: {0}")]
+    TemporaryCache(std::io::Error),
+    #[error("cannot start the simulators: {0}")]
+    Simulators(std::io::Error),
+    #[error("no URL to browse for {address}: {source}")]
+    Url { address: SocketAddr, source: url::ParseError },
+    /// The generated settings were refused: a bug, since they are all made here.
+    #[error(transparent)]
+    Settings(#[from] crate::settings::SettingsError),
+    #[error("the app stopped unexpectedly: {0}")]
+    Stopped(#[from] tokio::task::JoinError),
+}
 
 /// What the sandbox takes from the environment. Never from `.env`: that file holds the real keys,
 /// and the sandbox must neither need nor touch them.
@@ -113,20 +126,20 @@ pub struct Demo {
     panel: Arc<DemoPanel>,
     cache_path: PathBuf,
     stop: Option<oneshot::Sender<()>>,
-    server: Option<JoinHandle<std::io::Result<()>>>,
+    server: Option<JoinHandle<Result<(), StartError>>>,
     /// Held so that a temporary cache lives exactly as long as the sandbox.
     _temporary_cache: Option<tempfile::TempDir>,
 }
 
 /// Starts the sandbox on `options.host`:`options.port` (port 0: any free port; [`Demo::url`]
 /// says which).
-pub async fn start_demo(options: &DemoOptions) -> Result<Demo, StartError> {
+pub async fn start_demo(options: &DemoOptions) -> Result<Demo, DemoError> {
     let address = format!("{}:{}", options.host, options.port);
     let listener = TcpListener::bind((options.host.as_str(), options.port))
         .await
         .map_err(|source| StartError::Bind { address, source })?;
-    let local = listener.local_addr().map_err(|e| StartError::Other(e.to_string()))?;
-    let url = browsable_url(local).map_err(|e| StartError::Other(format!("no URL for {local}: {e}")))?;
+    let local = listener.local_addr().map_err(StartError::LocalAddress)?;
+    let url = browsable_url(local).map_err(|source| DemoError::Url { address: local, source })?;
 
     let (temporary_cache, cache_path) = match &options.cache_path {
         Some(path) => (None, path.clone()),
@@ -134,58 +147,46 @@ pub async fn start_demo(options: &DemoOptions) -> Result<Demo, StartError> {
             let dir = tempfile::Builder::new()
                 .prefix("stripe-licensespring-sandbox-")
                 .tempdir()
-                .map_err(|e| StartError::Other(format!("cannot create a temporary cache directory: {e}")))?;
+                .map_err(DemoError::TemporaryCache)?;
             let path = dir.path().join("cache.json");
             (Some(dir), path)
         }
     };
 
-    let stripe_key = Secret::new(format!("sk_test_{}", random_text(48)));
-    let webhook_secret = Secret::new(format!("whsec_{}", random_text(32)));
-    // LicenseSpring's key shape: 8 characters, a dot, 32.
-    let licensespring_key = Secret::new(format!("{}.{}", random_text(8), random_text(32)));
-
-    let webhooks = url.join("webhooks").map_err(|e| StartError::Other(e.to_string()))?;
-    let stripe = stripe_sim::start(StripeSimConfig {
-        api_key: stripe_key.clone(),
+    let webhook_secret = format!("whsec_{}", random_text(32));
+    let webhooks = url.join("webhooks").map_err(|source| DemoError::Url { address: local, source })?;
+    let stripe = StripeSimConfig {
+        api_key: format!("sk_test_{}", random_text(48)),
         webhook: Some(WebhookTarget { url: webhooks, secrets: vec![webhook_secret.clone()] }),
         retry_delays: RETRY_DELAYS.map(Duration::from_secs).to_vec(),
         after_payment_url: Some(url.clone()),
         ..StripeSimConfig::default()
-    })
-    .await
-    .map_err(|e| StartError::Other(format!("cannot start the Stripe simulator: {e}")))?;
-    let licensespring = licensespring_sim::start(LicenseSpringSimConfig {
-        api_key: licensespring_key.clone(),
+    };
+    let licensespring = LicenseSpringSimConfig {
+        // LicenseSpring's key shape: 8 characters, a dot, 32.
+        api_key: format!("{}.{}", random_text(8), random_text(32)),
+        products: vec![licensespring_sim::DEFAULT_PRODUCT.to_owned()],
         ..LicenseSpringSimConfig::default()
-    })
-    .await
-    .map_err(|e| StartError::Other(format!("cannot start the LicenseSpring simulator: {e}")))?;
+    };
+    let simulators =
+        Simulators::start(stripe, licensespring, &webhook_secret).await.map_err(DemoError::Simulators)?;
 
     // The same validation and defaults as a real start, from generated values only.
-    let values: Vec<(&str, String)> = vec![
-        ("API_MANAGAMENT_KEY", licensespring_key.expose().to_owned()),
-        ("PRODUCT_SHORT_CODE", licensespring_sim::DEFAULT_PRODUCT.to_owned()),
-        ("ORDER_BASE_STRING", ORDER_BASE_STRING.to_owned()),
-        ("BASE_URL", licensespring.base_url().to_string()),
-        ("STRIPE_PRIVATE_KEY", stripe_key.expose().to_owned()),
-        ("STRIPE_PRODUCT", stripe_sim::DEFAULT_PRICE_ID.to_owned()),
-        ("STRIPE_SECRET", webhook_secret.expose().to_owned()),
-        ("STRIPE_API_BASE", stripe.base_url().to_string()),
-        ("HOST", options.host.clone()),
-        ("PORT", local.port().to_string()),
-        ("CACHE_PATH", cache_path.to_string_lossy().into_owned()),
-        ("RUST_LOG", options.log_filter.clone()),
-    ];
+    let mut values = simulators.settings();
+    values.extend([
+        ("HOST".to_owned(), options.host.clone()),
+        ("PORT".to_owned(), local.port().to_string()),
+        ("CACHE_PATH".to_owned(), cache_path.to_string_lossy().into_owned()),
+        ("RUST_LOG".to_owned(), options.log_filter.clone()),
+    ]);
     let settings =
-        Settings::from_lookup(|name| values.iter().find(|(key, _)| *key == name).map(|(_, v)| v.clone()))
-            .map_err(|e| StartError::Other(e.to_string()))?;
+        Settings::from_lookup(|name| values.iter().find(|(key, _)| key == name).map(|(_, v)| v.clone()))?;
 
-    let cache = SubscriptionCache::open(&settings.cache_path, settings.cache_capacity)?;
-    let panel = Arc::new(DemoPanel { stripe, licensespring });
-    let app = web::router(web::AppState::for_sandbox(&settings, cache, panel.clone()));
+    let panel = Arc::new(DemoPanel::new(simulators));
+    let extras = web::Extras { panel: Some(panel.clone()), routes: panel::routes(panel.clone()) };
+    let app = App::build_on(listener, &settings, extras).await?;
     let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(crate::serve(listener, app, async {
+    let server = tokio::spawn(app.serve(async {
         // A dropped sender stops the server too.
         let _ = stopped.await;
     }));
@@ -200,7 +201,7 @@ pub async fn start_demo(options: &DemoOptions) -> Result<Demo, StartError> {
 }
 
 /// Runs the sandbox until SIGINT or SIGTERM, after saying where it is and what it is.
-pub async fn run_demo(options: DemoOptions) -> Result<(), StartError> {
+pub async fn run_demo(options: DemoOptions) -> Result<(), DemoError> {
     let demo = start_demo(&options).await?;
     tracing::info!("sandbox listening on {}", demo.url());
     let cache = match options.cache_path {
@@ -215,7 +216,7 @@ pub async fn run_demo(options: DemoOptions) -> Result<(), StartError> {
          Stop with Ctrl-C.\n",
         url = demo.url()
     );
-    crate::shutdown_signal().await;
+    crate::server::shutdown_signal().await;
     demo.shutdown().await
 }
 
@@ -234,17 +235,16 @@ impl Demo {
     }
 
     /// Stops the app (letting requests in flight finish) and the simulators.
-    pub async fn shutdown(mut self) -> Result<(), StartError> {
+    pub async fn shutdown(mut self) -> Result<(), DemoError> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         let served = match self.server.take() {
-            Some(server) => server.await.map_err(|e| StartError::Other(e.to_string()))?,
+            Some(server) => server.await?,
             None => Ok(()),
         };
-        self.panel.stripe.shutdown().await;
-        self.panel.licensespring.shutdown().await;
-        served.map_err(|e| StartError::Other(e.to_string()))
+        self.panel.shutdown().await;
+        Ok(served?)
     }
 }
 
@@ -262,95 +262,6 @@ fn browsable_url(address: SocketAddr) -> Result<Url, url::ParseError> {
 /// A random alphanumeric string.
 fn random_text(length: usize) -> String {
     rand::rng().sample_iter(Alphanumeric).take(length).map(char::from).collect()
-}
-
-/// The simulators behind the sandbox's home page table and buttons.
-pub struct DemoPanel {
-    stripe: StripeSim,
-    licensespring: LicenseSpringSim,
-}
-
-/// What the home page shows in demo mode.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SandboxView {
-    /// Newest subscription first.
-    pub rows: Vec<SandboxRow>,
-    /// Webhooks are still being delivered (or retried): the page should look again shortly.
-    pub deliveries_pending: bool,
-}
-
-/// One subscription and its license, as text ready for the page.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SandboxRow {
-    pub subscription: String,
-    /// Stripe's status: `active` or `canceled`.
-    pub status: &'static str,
-    /// One billing cycle: `month`, `3 months`.
-    pub interval: String,
-    /// The key in the subscription's metadata; `None` until the app has written it.
-    pub license_key: Option<String>,
-    /// The license's `validity_period` (`YYYY-MM-DD`); `None` while there is no license.
-    pub valid_until: Option<String>,
-    /// Whether the license is enabled; `None` while there is no license.
-    pub enabled: Option<bool>,
-    /// Whether the subscription can still be renewed or canceled.
-    pub active: bool,
-}
-
-impl DemoPanel {
-    pub fn stripe(&self) -> &StripeSim {
-        &self.stripe
-    }
-
-    pub fn licensespring(&self) -> &LicenseSpringSim {
-        &self.licensespring
-    }
-
-    /// The table: Stripe's subscriptions, each joined through its metadata `license_key` to the
-    /// LicenseSpring license with that key.
-    pub fn view(&self) -> SandboxView {
-        let prices = self.stripe.prices();
-        let rows = self
-            .stripe
-            .subscriptions()
-            .into_iter()
-            .rev()
-            .map(|subscription| {
-                let license_key = subscription.metadata.get("license_key").cloned();
-                let license = license_key.as_deref().and_then(|key| self.licensespring.license_by_key(key));
-                let interval = prices
-                    .iter()
-                    .find(|p| p.id == subscription.price_id)
-                    .map_or_else(|| "unknown".to_owned(), |price| price.interval_text());
-                SandboxRow {
-                    subscription: subscription.id.to_string(),
-                    status: subscription.status.as_str(),
-                    interval,
-                    license_key,
-                    valid_until: license.as_ref().and_then(|l| l.validity_period).map(|d| d.to_string()),
-                    enabled: license.as_ref().map(|l| l.enabled),
-                    active: subscription.status == SubscriptionStatus::Active,
-                }
-            })
-            .collect();
-        SandboxView { rows, deliveries_pending: self.stripe.deliveries_pending() }
-    }
-
-    /// Bills the subscription's next period (the simulator emits the renewal `invoice.paid`) and
-    /// waits, at most [`DELIVERY_WAIT`], for the app to have handled it.
-    pub async fn renew(&self, subscription: &SubscriptionId) -> Result<(), StripeSimError> {
-        self.stripe.renew(subscription)?;
-        self.stripe.wait_for_deliveries_idle(DELIVERY_WAIT).await;
-        Ok(())
-    }
-
-    /// Cancels the subscription (the simulator emits `customer.subscription.deleted`) and waits,
-    /// at most [`DELIVERY_WAIT`], for the app to have handled it.
-    pub async fn cancel(&self, subscription: &SubscriptionId) -> Result<(), StripeSimError> {
-        self.stripe.cancel(subscription)?;
-        self.stripe.wait_for_deliveries_idle(DELIVERY_WAIT).await;
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
-//! HTTP routes: the home page, payment links, health, and the Stripe webhook endpoint; in demo mode
-//! also the sandbox's controls.
+//! HTTP routes: the home page, payment links, health, and the Stripe webhook endpoint.
+//!
+//! What a deployment adds (the sandbox's panel and its controls, in demo mode) comes in from
+//! outside as a [`StorePanel`] and a router of its own: this module depends on nothing above it.
 
-mod sandbox;
 mod webhooks;
 
 use std::sync::Arc;
@@ -21,10 +22,9 @@ use tower_http::trace::TraceLayer;
 use tracing::Span;
 use tracing::field::Empty;
 
-use crate::billing::{Billing, RecentEvents, SubscriptionLocks};
+use crate::billing::Billing;
 use crate::cache::SubscriptionCache;
 use crate::licensespring::LicenseSpringClient;
-use crate::sandbox::demo::{DemoPanel, SandboxView};
 use crate::settings::{Secret, Settings};
 use crate::stripe::StripeClient;
 
@@ -47,6 +47,33 @@ pub const MAX_BODIES_IN_MEMORY: usize = 16;
 /// A webhook body declared at most this long is read without waiting for a permit.
 pub const SMALL_BODY_BYTES: u64 = 64 * 1024;
 
+/// A part of the store page that a deployment adds below the store (the sandbox's table of
+/// simulated subscriptions, in demo mode). It renders itself, so the store knows nothing of it.
+pub trait StorePanel: Send + Sync {
+    /// The panel as HTML, drawn fresh for each page view. Whatever it shows from elsewhere must be
+    /// escaped by the panel (askama templates do that).
+    fn render(&self) -> PanelHtml;
+}
+
+/// What a [`StorePanel`] puts on the page.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PanelHtml {
+    /// Shown above the store, e.g. "this is a sandbox".
+    pub notice: String,
+    /// Shown below the store.
+    pub section: String,
+    /// Work is still under way: the page reloads itself in a second.
+    pub refresh_soon: bool,
+}
+
+/// What a deployment adds to the app: a panel on the store page, and routes of its own (which
+/// get the same request logging and time limit as every other route).
+#[derive(Default)]
+pub struct Extras {
+    pub panel: Option<Arc<dyn StorePanel>>,
+    pub routes: Router,
+}
+
 /// What every handler shares: the upstream clients and the settings they need.
 #[derive(Clone)]
 pub struct AppState(Arc<AppContext>);
@@ -56,28 +83,17 @@ pub struct AppContext {
     pub webhook_secrets: Vec<Secret>,
     pub webhook_tolerance: Duration,
     pub billing: Billing<SubscriptionCache>,
-    /// Event ids handled lately: a repeated delivery is answered without calling anybody.
-    pub recent_events: RecentEvents,
     /// One permit per large webhook body held in memory ([`MAX_BODIES_IN_MEMORY`]).
     pub body_permits: tokio::sync::Semaphore,
-    /// Demo mode only: the simulators the home page shows and the sandbox routes control.
-    pub sandbox: Option<Arc<DemoPanel>>,
+    pub panel: Option<Arc<dyn StorePanel>>,
 }
 
-/// How many handled event ids are remembered for answering repeats at once.
-const RECENT_EVENTS: usize = 10_000;
-
 impl AppState {
-    pub fn new(settings: &Settings, cache: SubscriptionCache) -> AppState {
-        AppState::build(settings, cache, None)
-    }
-
-    /// The state for `--demo`: as [`AppState::new`], plus the sandbox's panel.
-    pub fn for_sandbox(settings: &Settings, cache: SubscriptionCache, panel: Arc<DemoPanel>) -> AppState {
-        AppState::build(settings, cache, Some(panel))
-    }
-
-    fn build(settings: &Settings, cache: SubscriptionCache, sandbox: Option<Arc<DemoPanel>>) -> AppState {
+    pub fn new(
+        settings: &Settings,
+        cache: SubscriptionCache,
+        panel: Option<Arc<dyn StorePanel>>,
+    ) -> AppState {
         let stripe = StripeClient::new(
             settings.stripe_api_base.clone(),
             settings.stripe_secret_key.clone(),
@@ -92,17 +108,15 @@ impl AppState {
             stripe_price_id: settings.stripe_price_id.clone(),
             webhook_secrets: settings.webhook_secrets.clone(),
             webhook_tolerance: settings.webhook_tolerance,
-            billing: Billing {
+            billing: Billing::new(
                 stripe,
                 licensespring,
-                store: cache,
-                product_short_code: settings.product_short_code.clone(),
-                order_base_string: settings.order_base_string.clone(),
-                locks: SubscriptionLocks::default(),
-            },
-            recent_events: RecentEvents::new(RECENT_EVENTS),
+                cache,
+                settings.product_short_code.clone(),
+                settings.order_base_string.clone(),
+            ),
             body_permits: tokio::sync::Semaphore::new(MAX_BODIES_IN_MEMORY),
-            sandbox,
+            panel,
         }))
     }
 }
@@ -114,16 +128,15 @@ impl std::ops::Deref for AppState {
     }
 }
 
-pub fn router(state: AppState) -> Router {
-    let mut routes = Router::new()
+/// Every route, with `extra_routes` (a deployment's own) merged in.
+pub fn router(state: AppState, extra_routes: Router) -> Router {
+    Router::new()
         .route("/", get(home))
         .route("/create-payment-link", get(create_payment_link_json).post(create_payment_link_redirect))
         .route("/healthz", get(healthz))
-        .merge(webhooks::router());
-    if let Some(panel) = &state.sandbox {
-        routes = routes.merge(sandbox::router(panel.clone()));
-    }
-    routes
+        .merge(webhooks::router())
+        .with_state(state)
+        .merge(extra_routes)
         .fallback(not_found)
         .layer(
             TraceLayer::new_for_http()
@@ -134,7 +147,6 @@ pub fn router(state: AppState) -> Router {
                 .on_failure(()),
         )
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
-        .with_state(state)
 }
 
 /// Each request's span: the handlers fill in what they learn (a webhook's event, subscription and
@@ -173,23 +185,23 @@ pub(crate) fn note(field: &'static str, value: &dyn std::fmt::Display) {
 #[derive(Template, WebTemplate)]
 #[template(path = "home.html")]
 struct HomePage {
-    /// Demo mode only: the sandbox's subscriptions and licenses.
-    sandbox: Option<SandboxView>,
+    panel: PanelHtml,
 }
 
 async fn home(State(state): State<AppState>) -> HomePage {
-    HomePage { sandbox: state.sandbox.as_ref().map(|panel| panel.view()) }
+    HomePage { panel: state.panel.as_ref().map(|panel| panel.render()).unwrap_or_default() }
 }
 
+/// A page saying what went wrong, with a link back to the store.
 #[derive(Template, WebTemplate)]
 #[template(path = "error.html")]
-struct ErrorPage {
-    title: String,
-    message: String,
+pub struct ErrorPage {
+    pub title: String,
+    pub message: String,
 }
 
 async fn create_payment_link_json(State(state): State<AppState>) -> Response {
-    match state.billing.stripe.create_payment_link(&state.stripe_price_id).await {
+    match state.billing.stripe().create_payment_link(&state.stripe_price_id).await {
         Ok(link) => Json(json!({ "url": link.url })).into_response(),
         Err(error) => {
             note("error", &error);
@@ -199,7 +211,7 @@ async fn create_payment_link_json(State(state): State<AppState>) -> Response {
 }
 
 async fn create_payment_link_redirect(State(state): State<AppState>) -> Response {
-    match state.billing.stripe.create_payment_link(&state.stripe_price_id).await {
+    match state.billing.stripe().create_payment_link(&state.stripe_price_id).await {
         Ok(link) => Redirect::to(&link.url).into_response(),
         Err(error) => {
             note("error", &error);

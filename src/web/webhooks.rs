@@ -1,4 +1,5 @@
-//! `POST /webhooks`: verify the signature on the raw body, then parse and handle the event.
+//! `POST /webhooks`: verify the signature on the raw body, parse the event, hand it to
+//! [`Billing::handle_event`](crate::billing::Billing::handle_event), and answer what it did.
 
 use axum::Json;
 use axum::Router;
@@ -11,8 +12,8 @@ use axum::routing::post;
 use serde_json::json;
 
 use super::{AppState, BODY_READ_TIMEOUT, MAX_BODY_BYTES, SMALL_BODY_BYTES, note};
-use crate::billing::{BillingError, Outcome};
-use crate::webhook::{self, Event, EventError, EventKind, SignatureError};
+use crate::billing::BillingError;
+use crate::webhook::{self, Event, EventError, SignatureError};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/webhooks", post(receive).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)))
@@ -21,7 +22,7 @@ pub fn router() -> Router<AppState> {
 /// What `/webhooks` answers: 200 when handled or deliberately ignored, 400 for a refused delivery,
 /// 5xx when an upstream failed (so that Stripe delivers again and the retry completes the work).
 enum Answer {
-    Handled(Outcome),
+    Handled,
     Rejected(Refused),
     Failed(BillingError),
 }
@@ -29,7 +30,7 @@ enum Answer {
 impl IntoResponse for Answer {
     fn into_response(self) -> Response {
         match self {
-            Answer::Handled(_) => Json(json!({ "success": true })).into_response(),
+            Answer::Handled => Json(json!({ "success": true })).into_response(),
             Answer::Rejected(error) => {
                 (StatusCode::BAD_REQUEST, Json(json!({ "error": error.to_string() }))).into_response()
             }
@@ -89,21 +90,21 @@ async fn receive(State(state): State<AppState>, request: Request) -> Response {
     drop((body, body_permit));
     note("event_id", &event.id);
     note("event_type", &event.event_type);
-    if let Some(subscription) = subscription_of(&event) {
-        note("subscription", &subscription);
+    if let Some(subscription) = event.subscription() {
+        note("subscription", subscription);
     }
-    let answer = handle(&state, &event).await;
-    match &answer {
-        Answer::Handled(outcome) => {
+    let answer = match state.billing.handle_event(&event).await {
+        Ok(outcome) => {
             note("outcome", &outcome.label());
-            note("detail", outcome);
+            note("detail", &outcome);
+            Answer::Handled
         }
-        Answer::Failed(error) => {
+        Err(error) => {
             note("outcome", &"failed");
-            note("error", error);
+            note("error", &error);
+            Answer::Failed(error)
         }
-        Answer::Rejected(_) => {}
-    }
+    };
     answer.into_response()
 }
 
@@ -126,31 +127,4 @@ fn verified_event(state: &AppState, signature: Option<&HeaderValue>, body: &[u8]
     let now = chrono::Utc::now().timestamp();
     webhook::verify(header, body, &state.webhook_secrets, state.webhook_tolerance, now)?;
     Ok(webhook::parse_event(body)?)
-}
-
-/// Routes a verified event to its flow.
-async fn handle(state: &AppState, event: &Event) -> Answer {
-    if state.recent_events.contains(&event.id) {
-        return Answer::Handled(Outcome::Duplicate);
-    }
-    let result = match &event.kind {
-        EventKind::InvoicePaid(invoice) => state.billing.invoice_paid(invoice).await,
-        EventKind::SubscriptionDeleted(deleted) => state.billing.subscription_deleted(deleted).await,
-        EventKind::Ignored => Ok(Outcome::Ignored("event type not handled")),
-    };
-    match result {
-        Ok(outcome) => {
-            state.recent_events.record(&event.id);
-            Answer::Handled(outcome)
-        }
-        Err(error) => Answer::Failed(error),
-    }
-}
-
-fn subscription_of(event: &Event) -> Option<&str> {
-    match &event.kind {
-        EventKind::InvoicePaid(invoice) => invoice.subscription.as_ref().map(|s| s.id.as_str()),
-        EventKind::SubscriptionDeleted(deleted) => Some(deleted.id.as_str()),
-        EventKind::Ignored => None,
-    }
 }

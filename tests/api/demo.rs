@@ -6,8 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::DateTime;
-use stripe_licensespring::model::SubscriptionId;
-use stripe_licensespring::sandbox::demo::{Demo, DemoOptions, start_demo};
+use stripe_licensespring::demo::{Demo, DemoOptions, start_demo};
 
 use crate::helpers::*;
 
@@ -34,7 +33,7 @@ fn cell(page: &str, subscription: &str, class: &str) -> Option<String> {
 
 /// The date the subscription's current period ends, as the page shows it.
 fn period_end(demo: &Demo, subscription: &str) -> String {
-    let end = demo.panel().stripe().subscription(&SubscriptionId(subscription.to_owned())).expect("known");
+    let end = demo.panel().stripe().subscription(subscription).expect("known");
     DateTime::from_timestamp(end.current_period_end, 0).expect("time").date_naive().to_string()
 }
 
@@ -85,7 +84,7 @@ async fn the_sandbox_sells_renews_and_cancels_with_the_page_showing_each_step() 
 
     let back = buy(&http, &home).await;
     assert_eq!(back, home, "the checkout sends the buyer back to the store");
-    let subscription = demo.panel().stripe().subscriptions().pop().expect("a subscription").id.0;
+    let subscription = demo.panel().stripe().subscriptions().pop().expect("a subscription").id;
     // The key is in Stripe before the license exists: wait for the license itself.
     let page =
         home_until(&http, &home, |page| cell(page, &subscription, "enabled").as_deref() == Some("yes")).await;

@@ -6,14 +6,11 @@ use chrono::{DateTime, NaiveDate, Utc};
 use reqwest::Method;
 use std::time::Duration;
 
-use stripe_licensespring::model::{IntervalUnit, LicenseKey, SubscriptionId};
-use stripe_licensespring::sandbox::licensespring_sim::{
-    self, LicenseSpringSim, LicenseSpringSimConfig, SimLicense,
-};
-use stripe_licensespring::sandbox::stripe_sim::{
-    self, ApiGeneration, SimEvent, SimPrice, StripeSim, StripeSimConfig,
-};
-use stripe_licensespring::sandbox::{Fault, FaultKind};
+use sim::licensespring::{LicenseSpringSimConfig, SimLicense};
+use sim::stripe::{ApiGeneration, Interval, SimEvent, SimPrice, StripeSimConfig};
+use sim::{Fault, FaultKind};
+use stripe_licensespring::demo::Simulators;
+use stripe_licensespring::model::{LicenseKey, SubscriptionId};
 use stripe_licensespring::settings::Secret;
 use stripe_licensespring::stripe::StripeClient;
 
@@ -24,11 +21,17 @@ pub const WEEKLY: &str = "price_1TestWeekly00000001";
 pub const QUARTERLY: &str = "price_1TestQuarterly00001";
 pub const YEARLY: &str = "price_1TestYearly00000001";
 
-/// Both simulators and the app wired to them.
+/// Both simulators and the app wired to them (`world.stripe`, `world.licensespring`).
 pub struct World {
-    pub stripe: StripeSim,
-    pub licensespring: LicenseSpringSim,
+    pub simulators: Simulators,
     pub app: TestApp,
+}
+
+impl std::ops::Deref for World {
+    type Target = Simulators;
+    fn deref(&self) -> &Simulators {
+        &self.simulators
+    }
 }
 
 pub struct WorldOptions {
@@ -42,7 +45,7 @@ impl Default for WorldOptions {
         WorldOptions {
             generation: ApiGeneration::Basil,
             licensespring: LicenseSpringSimConfig {
-                api_key: Secret::new(LICENSESPRING_KEY),
+                api_key: LICENSESPRING_KEY.to_owned(),
                 products: vec![PRODUCT_CODE.to_owned()],
                 ..LicenseSpringSimConfig::default()
             },
@@ -57,35 +60,31 @@ impl World {
     }
 
     pub async fn start_with(options: WorldOptions) -> World {
-        let stripe = stripe_sim::start(StripeSimConfig {
-            api_key: Secret::new(STRIPE_KEY),
+        let stripe = StripeSimConfig {
+            api_key: STRIPE_KEY.to_owned(),
             prices: vec![
-                SimPrice::new(PRICE_ID, IntervalUnit::Month, 1),
-                SimPrice::new(DAILY, IntervalUnit::Day, 1),
-                SimPrice::new(WEEKLY, IntervalUnit::Week, 1),
-                SimPrice::new(QUARTERLY, IntervalUnit::Month, 3),
-                SimPrice::new(YEARLY, IntervalUnit::Year, 1),
+                SimPrice::new(PRICE_ID, Interval::Month, 1),
+                SimPrice::new(DAILY, Interval::Day, 1),
+                SimPrice::new(WEEKLY, Interval::Week, 1),
+                SimPrice::new(QUARTERLY, Interval::Month, 3),
+                SimPrice::new(YEARLY, Interval::Year, 1),
             ],
             generation: options.generation,
             ..StripeSimConfig::default()
-        })
-        .await
-        .expect("Stripe simulator starts");
-        let licensespring =
-            licensespring_sim::start(options.licensespring).await.expect("LicenseSpring simulator starts");
-        let mut settings = TestSettings::new(stripe.base_url().as_str(), licensespring.base_url().as_str());
+        };
+        let simulators =
+            Simulators::start(stripe, options.licensespring, WEBHOOK_SECRET).await.expect("simulators start");
+        let mut settings = TestSettings::for_simulators(&simulators);
         for (name, value) in &options.settings {
             settings = settings.set(name, value);
         }
         let app = TestApp::spawn(settings).await;
-        World { stripe, licensespring, app }
+        World { simulators, app }
     }
 
     /// Starts a second app on the same simulators with a cache of its own (a lost cache).
     pub async fn restart_with_empty_cache(&mut self) {
-        let settings =
-            TestSettings::new(self.stripe.base_url().as_str(), self.licensespring.base_url().as_str());
-        self.app = TestApp::spawn(settings).await;
+        self.app = TestApp::spawn(TestSettings::for_simulators(&self.simulators)).await;
     }
 
     /// POSTs the event to `/webhooks`, signed now with the webhook secret, as Stripe does.
@@ -102,27 +101,27 @@ impl World {
     }
 
     /// A new paid subscription on `price`; returns it and its first `invoice.paid`.
-    pub fn subscribe(&self, price: &str) -> (SubscriptionId, SimEvent) {
+    pub fn subscribe(&self, price: &str) -> (String, SimEvent) {
         let subscription = self.stripe.create_subscription(price).expect("subscription created");
         (subscription.clone(), self.last_event_of(&subscription, "invoice.paid"))
     }
 
-    pub fn last_event_of(&self, subscription: &SubscriptionId, event_type: &str) -> SimEvent {
+    pub fn last_event_of(&self, subscription: &str, event_type: &str) -> SimEvent {
         self.stripe
             .events()
             .into_iter()
             .rev()
-            .find(|e| e.subscription.as_ref() == Some(subscription) && e.event_type == event_type)
+            .find(|e| e.subscription.as_deref() == Some(subscription) && e.event_type == event_type)
             .expect("the simulator emitted the event")
     }
 
     /// The key in the Stripe subscription's metadata.
-    pub fn key_in_stripe(&self, subscription: &SubscriptionId) -> Option<String> {
+    pub fn key_in_stripe(&self, subscription: &str) -> Option<String> {
         self.stripe.subscription(subscription).expect("known").metadata.get("license_key").cloned()
     }
 
     /// The one license whose order belongs to this subscription.
-    pub fn license_of(&self, subscription: &SubscriptionId) -> SimLicense {
+    pub fn license_of(&self, subscription: &str) -> SimLicense {
         let store_id = format!("{ORDER_BASE}_{subscription}");
         let licenses: Vec<SimLicense> =
             self.licensespring.licenses().into_iter().filter(|l| l.order_store_id == store_id).collect();
@@ -131,16 +130,19 @@ impl World {
     }
 
     /// Writes the subscription's `license_key` metadata through the Stripe API, as this server does.
-    pub async fn write_key_in_stripe(&self, subscription: &SubscriptionId, key: &str) {
+    pub async fn write_key_in_stripe(&self, subscription: &str, key: &str) {
         let stripe =
             StripeClient::new(self.stripe.base_url(), Secret::new(STRIPE_KEY), Duration::from_secs(5));
         stripe
-            .set_subscription_license_key(subscription, &LicenseKey(key.to_owned()))
+            .set_subscription_license_key(
+                &SubscriptionId(subscription.to_owned()),
+                &LicenseKey(key.to_owned()),
+            )
             .await
             .expect("written");
     }
 
-    pub fn period_end(&self, subscription: &SubscriptionId) -> NaiveDate {
+    pub fn period_end(&self, subscription: &str) -> NaiveDate {
         let end = self.stripe.subscription(subscription).expect("known").current_period_end;
         DateTime::<Utc>::from_timestamp(end, 0).unwrap().date_naive()
     }
@@ -169,7 +171,7 @@ pub async fn deliver_to(app: &TestApp, event: &SimEvent) -> reqwest::Response {
 
 /// The webhook request Stripe would send for this event, signed now.
 pub fn signed_delivery(app: &TestApp, event: &SimEvent) -> reqwest::RequestBuilder {
-    let signature = stripe_sim::sign_stripe_payload(&event.body, WEBHOOK_SECRET, Utc::now().timestamp());
+    let signature = sim::sign_stripe_payload(&event.body, WEBHOOK_SECRET, Utc::now().timestamp());
     app.http
         .post(app.url("/webhooks"))
         .header("content-type", "application/json; charset=utf-8")
@@ -179,7 +181,7 @@ pub fn signed_delivery(app: &TestApp, event: &SimEvent) -> reqwest::RequestBuild
 
 /// Checks the state a created subscription must be in: one enabled license with the key that is in
 /// Stripe's metadata, valid until the paid period's end, and an entry in the cache file.
-fn assert_licensed(world: &World, subscription: &SubscriptionId) {
+fn assert_licensed(world: &World, subscription: &str) {
     let license = world.license_of(subscription);
     assert_eq!(world.key_in_stripe(subscription).as_deref(), Some(license.license_key.as_str()));
     assert!(license.enabled);
@@ -187,8 +189,7 @@ fn assert_licensed(world: &World, subscription: &SubscriptionId) {
     assert!(!license.is_trial);
     assert_eq!(license.validity_period, Some(world.period_end(subscription)));
     let cache = world.cache();
-    let entry =
-        cache.as_array().unwrap().iter().find(|e| e["sub_id"] == subscription.as_str()).expect("cached");
+    let entry = cache.as_array().unwrap().iter().find(|e| e["sub_id"] == subscription).expect("cached");
     assert_eq!(entry["license_key"], license.license_key.as_str());
     assert_eq!(entry["license_id"], license.id);
     assert_eq!(entry["interval"], "month");
@@ -333,8 +334,7 @@ async fn the_tutorials_cache_file_is_used_as_it_is() {
         "sub_id": subscription.as_str(), "license_key": license.license_key.as_str(),
         "interval": "month", "license_id": license.id
     }));
-    let settings =
-        TestSettings::new(world.stripe.base_url().as_str(), world.licensespring.base_url().as_str());
+    let settings = TestSettings::for_simulators(&world.simulators);
     std::fs::write(settings.dir.path().join("cache.json"), serde_json::to_string(&entries).unwrap()).unwrap();
     let app = TestApp::spawn(settings).await;
 
@@ -450,7 +450,7 @@ async fn a_failed_license_lookup_is_completed_by_the_redelivery() {
 async fn a_create_order_answer_without_license_ids_is_handled() {
     let world = World::start_with(WorldOptions {
         licensespring: LicenseSpringSimConfig {
-            api_key: Secret::new(LICENSESPRING_KEY),
+            api_key: LICENSESPRING_KEY.to_owned(),
             products: vec![PRODUCT_CODE.to_owned()],
             order_answer_without_license_ids: true,
             validity_period_as_datetime: true,

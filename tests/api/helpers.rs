@@ -10,7 +10,9 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-pub use stripe_licensespring::sandbox::RecordedRequest;
+pub use sim::RecordedRequest;
+use stripe_licensespring::App;
+use stripe_licensespring::demo::Simulators;
 use stripe_licensespring::settings::Settings;
 
 /// Settings a test starts from: every required value set, upstreams pointed at `stripe_base` and
@@ -25,7 +27,7 @@ pub const LICENSESPRING_KEY: &str = "AbCdEfGh.0123456789abcdefghijklmnopqrstuv";
 pub const WEBHOOK_SECRET: &str = "whsec_test_secret_abc123";
 pub const PRICE_ID: &str = "price_1TestMonthly00000001";
 pub const PRODUCT_CODE: &str = "ACME";
-pub const ORDER_BASE: &str = "stripe-license";
+pub const ORDER_BASE: &str = stripe_licensespring::demo::ORDER_BASE_STRING;
 
 impl TestSettings {
     pub fn new(stripe_base: &str, licensespring_base: &str) -> TestSettings {
@@ -51,6 +53,16 @@ impl TestSettings {
         TestSettings { values, dir }
     }
 
+    /// Settings pointing at `simulators` (their keys, first price and product), with the cache in
+    /// a fresh temporary directory.
+    pub fn for_simulators(simulators: &Simulators) -> TestSettings {
+        let mut settings = TestSettings::new("http://127.0.0.1:9", "http://127.0.0.1:9");
+        for (name, value) in simulators.settings() {
+            settings = settings.set(&name, &value);
+        }
+        settings
+    }
+
     pub fn set(mut self, name: &str, value: &str) -> TestSettings {
         self.values.retain(|(k, _)| k != name);
         self.values.push((name.to_owned(), value.to_owned()));
@@ -73,17 +85,12 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn(settings: TestSettings) -> TestApp {
-        let built = settings.settings();
-        let app = stripe_licensespring::build_app(&built).await.expect("app builds");
-        let listener = stripe_licensespring::bind(&built).await.expect("binds");
-        let address = listener.local_addr().expect("local address");
+        let app = App::build(&settings.settings()).await.expect("the app starts");
+        let address = app.address();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = stripe_licensespring::serve(listener, app, async {
-                let _ = rx.await;
-            })
-            .await;
-        });
+        tokio::spawn(app.serve(async {
+            let _ = rx.await;
+        }));
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(40))
@@ -125,7 +132,7 @@ impl TestApp {
 /// A `Stripe-Signature` value for `body`, signed with `secret` at Unix time `t`, the way Stripe
 /// signs: HMAC-SHA256 of `"{t}.{body}"`, keyed by the whole secret, as lower-case hex.
 pub fn sign(body: &[u8], secret: &str, t: i64) -> String {
-    stripe_licensespring::sandbox::stripe_sim::sign_stripe_payload(body, secret, t)
+    sim::sign_stripe_payload(body, secret, t)
 }
 
 /// The current Unix time, for signing.

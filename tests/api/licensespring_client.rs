@@ -7,13 +7,13 @@ use serde_json::json;
 use stripe_licensespring::licensespring::{
     LicenseSpringCall, LicenseSpringClient, LicenseSpringError, LicenseValidity,
 };
-use stripe_licensespring::model::LicenseKey;
+use stripe_licensespring::model::{LicenseId, LicenseKey};
 use stripe_licensespring::settings::Secret;
 
 use crate::helpers::*;
 
 const KEY: &str = "G8HA-SRRZ-A6WK-TJWB";
-const LICENSE_ID: i64 = 1764000000123456;
+const LICENSE_ID: LicenseId = LicenseId(1764000000123456);
 const ORDER_ID: &str = "stripe-license-sub_1TestLicense0000000001";
 
 async fn client() -> (LicenseSpringClient, ScriptedUpstream) {
@@ -35,7 +35,7 @@ fn date(y: i32, m: u32, d: u32) -> NaiveDate {
 }
 
 fn license_json(validity_period: serde_json::Value) -> serde_json::Value {
-    json!({"id": LICENSE_ID, "license_key": KEY, "license_type": "subscription", "enabled": true,
+    json!({"id": LICENSE_ID.0, "license_key": KEY, "license_type": "subscription", "enabled": true,
            "status": "Active", "is_trial": false, "valid_duration": null,
            "validity_period": validity_period, "order_store_id": ORDER_ID})
 }
@@ -90,7 +90,7 @@ async fn create_order_sends_one_subscription_license_and_reads_its_id() {
     upstream.push(Scripted::json(
         200,
         json!({"id": 1764000000000001_i64, "order_items": [{"licenses": [
-            {"id": LICENSE_ID, "license_key": KEY, "license_type": "subscription"}]}]}),
+            {"id": LICENSE_ID.0, "license_key": KEY, "license_type": "subscription"}]}]}),
     ));
 
     let id = client.create_order(ORDER_ID, PRODUCT_CODE, &key(), date(2025, 12, 24)).await.expect("created");
@@ -216,7 +216,7 @@ async fn retrieve_license_reads_validity_period_as_a_date_datetime_or_null() {
 #[tokio::test]
 async fn retrieve_license_tolerates_missing_optional_fields() {
     let (client, upstream) = client().await;
-    upstream.push(Scripted::json(200, json!({"id": LICENSE_ID, "license_key": KEY, "enabled": false})));
+    upstream.push(Scripted::json(200, json!({"id": LICENSE_ID.0, "license_key": KEY, "enabled": false})));
     let license = client.retrieve_license(LICENSE_ID).await.expect("license");
     assert!(!license.enabled);
     assert_eq!((license.validity_period, license.valid_duration, license.order_store_id), (None, None, None));

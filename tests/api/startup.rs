@@ -96,7 +96,7 @@ async fn a_corrupt_cache_file_stops_the_start_and_is_left_unchanged() {
     let corrupt = br#"[{"sub_id": "sub_1", "license_key": "K", "interval": "month", "license_id": "#;
     std::fs::write(&path, corrupt).expect("write");
 
-    let error = stripe_licensespring::build_app(&settings.settings()).await.expect_err("refuses to start");
+    let error = stripe_licensespring::App::build(&settings.settings()).await.err().expect("refuses to start");
     let message = error.to_string();
     assert!(message.contains(&path.display().to_string()), "names the file: {message}");
     assert!(message.contains("not JSON"), "says what is wrong: {message}");
@@ -113,20 +113,18 @@ async fn a_missing_cache_file_is_created_empty_at_start() {
 
 #[tokio::test]
 async fn the_server_as_a_child_process_handles_a_webhook_and_reports_its_resources() {
-    use stripe_licensespring::sandbox::licensespring_sim::LicenseSpringSimConfig;
-    use stripe_licensespring::sandbox::process::{ServerProcess, SimulatedUpstreams};
-    use stripe_licensespring::sandbox::stripe_sim::{self, StripeSimConfig};
-    use stripe_licensespring::settings::Secret;
+    use sim::licensespring::LicenseSpringSimConfig;
+    use sim::stripe::StripeSimConfig;
+    use stripe_licensespring::demo::Simulators;
 
-    let upstreams = SimulatedUpstreams::start(
-        StripeSimConfig::default(),
-        LicenseSpringSimConfig::default(),
-        Secret::new(WEBHOOK_SECRET),
-    )
-    .await
-    .unwrap();
+    use crate::server_process::{ServerProcess, server_env};
+
+    let upstreams =
+        Simulators::start(StripeSimConfig::default(), LicenseSpringSimConfig::default(), WEBHOOK_SECRET)
+            .await
+            .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let env = upstreams.server_env(&dir.path().join("cache.json"));
+    let env = server_env(&upstreams, &dir.path().join("cache.json"));
     let server = ServerProcess::spawn(
         std::path::Path::new(env!("CARGO_BIN_EXE_stripe-licensespring")),
         dir.path(),
@@ -134,10 +132,9 @@ async fn the_server_as_a_child_process_handles_a_webhook_and_reports_its_resourc
     )
     .unwrap();
 
-    let subscription = upstreams.stripe.create_subscription(stripe_sim::DEFAULT_PRICE_ID).unwrap();
+    let subscription = upstreams.stripe.create_subscription(sim::stripe::DEFAULT_PRICE_ID).unwrap();
     let event = upstreams.stripe.events().into_iter().last().unwrap();
-    let signature =
-        stripe_sim::sign_stripe_payload(&event.body, WEBHOOK_SECRET, chrono::Utc::now().timestamp());
+    let signature = sim::sign_stripe_payload(&event.body, WEBHOOK_SECRET, chrono::Utc::now().timestamp());
     let response = reqwest::Client::new()
         .post(server.url("/webhooks"))
         .header("stripe-signature", signature)

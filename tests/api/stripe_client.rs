@@ -4,7 +4,9 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use stripe_licensespring::model::{BillingInterval, IntervalUnit, LicenseKey, SubscriptionId};
+use stripe_licensespring::model::{
+    BillingInterval, IntervalUnit, LicenseKey, SubscriptionId, SubscriptionStatus,
+};
 use stripe_licensespring::settings::Secret;
 use stripe_licensespring::stripe::{StripeClient, StripeError, Subscription};
 
@@ -48,7 +50,7 @@ fn assert_no_key(error: &StripeError) {
 
 fn assert_is_the_fixture_subscription(subscription: &Subscription) {
     assert_eq!(subscription.id, sub_id());
-    assert_eq!(subscription.status, "canceled");
+    assert_eq!(subscription.status, SubscriptionStatus::Canceled);
     assert_eq!(subscription.license_key, Some(LicenseKey(KEY.to_owned())));
     assert_eq!(subscription.metadata.get("license_key").map(String::as_str), Some(KEY));
     assert_eq!(subscription.interval, BillingInterval { unit: IntervalUnit::Month, count: 1 });

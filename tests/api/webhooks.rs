@@ -142,10 +142,17 @@ async fn a_verified_body_that_is_not_an_event_is_refused() {
         let response = app.post_webhook(body.to_vec(), Some(&sign(body, FIRST_SECRET, now()))).await;
         assert_refused(response, &what).await;
     }
+    // A field a flow needs is missing: refused, naming it.
+    let body =
+        event("customer.subscription.deleted", json!({"object": "subscription", "items": {"data": []}}));
+    let response = app.post_webhook(body.clone(), Some(&sign(&body, FIRST_SECRET, now()))).await;
+    let error = assert_refused(response, "deletion without id").await;
+    assert!(error.contains("data.object.id"), "{error}");
+    // A field no flow reads is missing (the invoice's own id): a genuine delivery, not a 400; with
+    // no subscription on it, there is nothing to do.
     let body = event("invoice.paid", json!({"object": "invoice"}));
     let response = app.post_webhook(body.clone(), Some(&sign(&body, FIRST_SECRET, now()))).await;
-    let error = assert_refused(response, "invoice without id").await;
-    assert!(error.contains("data.object.id"), "{error}");
+    assert_answers(response, 200, "invoice without id").await;
     assert!(upstream.requests().is_empty());
 }
 

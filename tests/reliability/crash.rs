@@ -8,9 +8,8 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use stripe_licensespring::model::SubscriptionId;
-use stripe_licensespring::sandbox::process::SimulatedUpstreams;
-use stripe_licensespring::sandbox::stripe_sim::DEFAULT_PRICE_ID;
+use sim::stripe::DEFAULT_PRICE_ID;
+use stripe_licensespring::demo::Simulators;
 
 use crate::support::*;
 
@@ -103,7 +102,7 @@ async fn sigkill_at_random_moments_loses_nothing_acknowledged() {
 
 /// The file parses, every entry is complete and names a license LicenseSpring really holds, no
 /// subscription appears twice. Returns the cached subscription ids.
-fn check_cache_file(home: &ServerHome, upstreams: &SimulatedUpstreams, context: &str) -> HashSet<String> {
+fn check_cache_file(home: &ServerHome, upstreams: &Simulators, context: &str) -> HashSet<String> {
     let mut cached = HashSet::new();
     for entry in home.cache_entries() {
         let field =
@@ -125,8 +124,8 @@ fn check_cache_file(home: &ServerHome, upstreams: &SimulatedUpstreams, context: 
 /// Every subscription has exactly one license, in its own order, with the key Stripe holds, and
 /// is cached; LicenseSpring holds nothing else.
 fn check_one_license_each(
-    upstreams: &SimulatedUpstreams,
-    subscriptions: &[SubscriptionId],
+    upstreams: &Simulators,
+    subscriptions: &[String],
     cached: &HashSet<String>,
     context: &str,
 ) {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestRunner};
-use stripe_licensespring::sandbox::stripe_sim::sign_stripe_payload;
+use sim::sign_stripe_payload;
 use stripe_licensespring::settings::Secret;
 use stripe_licensespring::webhook::{parse_event, verify};
 

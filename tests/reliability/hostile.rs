@@ -6,9 +6,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use stripe_licensespring::HEADER_READ_TIMEOUT;
-use stripe_licensespring::sandbox::process::ServerProcess;
-use stripe_licensespring::sandbox::stripe_sim::{self, DEFAULT_PRICE_ID};
+use crate::server_process::ServerProcess;
+use sim::stripe::DEFAULT_PRICE_ID;
+use stripe_licensespring::server::HEADER_READ_TIMEOUT;
 use stripe_licensespring::web::{BODY_READ_TIMEOUT, MAX_BODIES_IN_MEMORY, MAX_BODY_BYTES};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -21,7 +21,7 @@ const MAX_PEAK_RSS_KIB: u64 = 64 * 1024;
 const SLACK: Duration = Duration::from_secs(5);
 
 fn signed(body: &[u8], secret: &str, t: i64) -> String {
-    stripe_sim::sign_stripe_payload(body, secret, t)
+    sim::sign_stripe_payload(body, secret, t)
 }
 
 fn now() -> i64 {
@@ -116,7 +116,12 @@ async fn hostile_requests_are_refused_and_change_nothing() {
         Case::authentic("deeply nested", deep.clone()),
         Case::authentic(
             "deeply nested object",
-            invoice_paid_with(&format!("{}1{}", "{\"a\":".repeat(50_000), "}".repeat(50_000))),
+            // Nested where the parser must read through it: a subscription invoice's `lines`.
+            invoice_paid_with(&format!(
+                "{{\"subscription\":\"sub_h\",\"lines\":{}1{}}}",
+                "{\"a\":".repeat(50_000),
+                "}".repeat(50_000)
+            )),
         ),
         Case::authentic(
             "huge created",

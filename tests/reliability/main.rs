@@ -6,6 +6,8 @@ mod crash;
 mod fuzz;
 mod hostile;
 mod secrets;
+#[path = "../common/server_process.rs"]
+mod server_process;
 mod soak;
 mod support;
 mod upstream_faults;

@@ -6,11 +6,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use reqwest::Method;
-use stripe_licensespring::sandbox::licensespring_sim::LicenseSpringSimConfig;
-use stripe_licensespring::sandbox::stripe_sim::{self, StripeSimConfig};
-use stripe_licensespring::sandbox::{Fault, FaultKind};
-use stripe_licensespring::settings::Secret;
+use sim::licensespring::LicenseSpringSimConfig;
+use sim::stripe::StripeSimConfig;
+use sim::{Fault, FaultKind};
 
+use crate::server_process::server_env;
 use crate::support::*;
 
 const STRIPE_KEY: &str = "sk_test_SECRETstripeKEYq7Zp3Lx9";
@@ -36,11 +36,8 @@ fn needles() -> Vec<&'static str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_appears_in_any_log_line_or_response_body() {
     let upstreams = upstreams_with(
-        StripeSimConfig { api_key: Secret::new(STRIPE_KEY), ..StripeSimConfig::default() },
-        LicenseSpringSimConfig {
-            api_key: Secret::new(LICENSESPRING_KEY),
-            ..LicenseSpringSimConfig::default()
-        },
+        StripeSimConfig { api_key: STRIPE_KEY.to_owned(), ..StripeSimConfig::default() },
+        LicenseSpringSimConfig { api_key: LICENSESPRING_KEY.to_owned(), ..LicenseSpringSimConfig::default() },
         WEBHOOK_SECRET,
     )
     .await;
@@ -77,7 +74,7 @@ async fn no_secret_appears_in_any_log_line_or_response_body() {
 
     // Every webhook flow, a failing and a hanging upstream, and refused deliveries.
     let subscription =
-        upstreams.stripe.create_subscription(stripe_sim::DEFAULT_PRICE_ID).expect("subscribed");
+        upstreams.stripe.create_subscription(sim::stripe::DEFAULT_PRICE_ID).expect("subscribed");
     let first = upstreams.stripe.events().pop().expect("invoice.paid");
     upstreams
         .licensespring
@@ -85,10 +82,10 @@ async fn no_secret_appears_in_any_log_line_or_response_body() {
     upstreams.stripe.add_fault(
         Fault::new("/v1/subscriptions", FaultKind::Hang(Duration::from_secs(2))).method(Method::GET),
     );
-    let mut webhook = async |event: &stripe_sim::SimEvent, secret: &str, t: i64| {
+    let mut webhook = async |event: &sim::stripe::SimEvent, secret: &str, t: i64| {
         let response = http
             .post(server.url("/webhooks"))
-            .header("stripe-signature", stripe_sim::sign_stripe_payload(&event.body, secret, t))
+            .header("stripe-signature", sim::sign_stripe_payload(&event.body, secret, t))
             .body(event.body.clone())
             .send()
             .await
@@ -116,7 +113,7 @@ async fn no_secret_appears_in_any_log_line_or_response_body() {
     assert!(server.terminate(Duration::from_secs(10)), "stops on SIGTERM");
 
     // A start refused for a bad setting prints the settings problems: not the secrets either.
-    let mut env = upstreams.server_env(&home.cache_path());
+    let mut env = server_env(&upstreams, &home.cache_path());
     env.extend(secret_settings.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
     env.push(("PORT".to_owned(), "not-a-port".to_owned()));
     let refused = Command::new(server_binary())

@@ -11,10 +11,9 @@ use chrono::DateTime;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use stripe_licensespring::model::SubscriptionId;
-use stripe_licensespring::sandbox::FaultKind;
-use stripe_licensespring::sandbox::process::SimulatedUpstreams;
-use stripe_licensespring::sandbox::stripe_sim::{DEFAULT_PRICE_ID, SimEvent};
+use sim::FaultKind;
+use sim::stripe::{DEFAULT_PRICE_ID, SimEvent};
+use stripe_licensespring::demo::Simulators;
 
 use crate::support::*;
 
@@ -42,14 +41,14 @@ async fn every_event_redelivered_until_accepted_leaves_one_right_license_per_sub
 
     // The lives: every subscription created, then renewed twice, then a quarter of them deleted.
     let stripe = &upstreams.stripe;
-    let subscriptions: Vec<SubscriptionId> =
+    let subscriptions: Vec<String> =
         (0..total).map(|_| stripe.create_subscription(DEFAULT_PRICE_ID).expect("subscribed")).collect();
     for _ in 0..2 {
         for subscription in &subscriptions {
             stripe.renew(subscription).expect("renewed");
         }
     }
-    let deleted: HashSet<SubscriptionId> =
+    let deleted: HashSet<String> =
         subscriptions.iter().filter(|_| rng.random_bool(DELETED_SHARE)).cloned().collect();
     for subscription in &deleted {
         stripe.cancel(subscription).expect("canceled");
@@ -151,10 +150,10 @@ async fn deliver_concurrently(
 /// last paid period's end and enabled, or disabled with one cycle's duration when deleted; the
 /// cache holds exactly the live subscriptions; no license or order belongs to nobody.
 fn check_end_state(
-    upstreams: &SimulatedUpstreams,
+    upstreams: &Simulators,
     home: &ServerHome,
-    subscriptions: &[SubscriptionId],
-    deleted: &HashSet<SubscriptionId>,
+    subscriptions: &[String],
+    deleted: &HashSet<String>,
     context: &str,
 ) {
     let by_order = licenses_by_order(upstreams);

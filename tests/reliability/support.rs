@@ -5,16 +5,15 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::server_process::{ServerProcess, server_env};
 use rand::Rng;
-use stripe_licensespring::model::SubscriptionId;
-use stripe_licensespring::sandbox::licensespring_sim::{LicenseSpringSimConfig, SimLicense};
-use stripe_licensespring::sandbox::process::{ServerProcess, SimulatedUpstreams};
-use stripe_licensespring::sandbox::stripe_sim::{self, SimEvent, StripeSimConfig};
-use stripe_licensespring::settings::Secret;
+use sim::licensespring::{LicenseSpringSimConfig, SimLicense};
+use sim::stripe::{SimEvent, StripeSimConfig};
+use stripe_licensespring::demo::Simulators;
 
 pub const WEBHOOK_SECRET: &str = "whsec_reliability_suite_secret";
 /// The order ids the server creates are `{ORDER_BASE}_{subscription id}` (see `server_env`).
-pub const ORDER_BASE: &str = "stripe-license";
+pub const ORDER_BASE: &str = stripe_licensespring::demo::ORDER_BASE_STRING;
 
 /// A run size: the environment variable `name` when set (for longer runs on demand), else `default`.
 pub fn count(name: &str, default: usize) -> usize {
@@ -38,7 +37,7 @@ pub fn server_binary() -> &'static Path {
 }
 
 /// Both simulators with their default keys; events are only stored, the tests deliver them.
-pub async fn upstreams() -> SimulatedUpstreams {
+pub async fn upstreams() -> Simulators {
     upstreams_with(StripeSimConfig::default(), LicenseSpringSimConfig::default(), WEBHOOK_SECRET).await
 }
 
@@ -46,10 +45,8 @@ pub async fn upstreams_with(
     stripe: StripeSimConfig,
     licensespring: LicenseSpringSimConfig,
     webhook_secret: &str,
-) -> SimulatedUpstreams {
-    SimulatedUpstreams::start(stripe, licensespring, Secret::new(webhook_secret))
-        .await
-        .expect("simulators start")
+) -> Simulators {
+    Simulators::start(stripe, licensespring, webhook_secret).await.expect("simulators start")
 }
 
 /// A server's working directory and cache file, kept across restarts.
@@ -68,8 +65,8 @@ impl ServerHome {
 
     /// Starts the server binary on this home's cache, against `upstreams`, with `extra` settings
     /// added to (or replacing) the ones that point it at the simulators.
-    pub fn spawn(&self, upstreams: &SimulatedUpstreams, extra: &[(&str, &str)]) -> ServerProcess {
-        let mut env = upstreams.server_env(&self.cache_path());
+    pub fn spawn(&self, upstreams: &Simulators, extra: &[(&str, &str)]) -> ServerProcess {
+        let mut env = server_env(upstreams, &self.cache_path());
         for (name, value) in extra {
             env.retain(|(k, _)| k != name);
             env.push(((*name).to_owned(), (*value).to_owned()));
@@ -102,8 +99,7 @@ pub async fn deliver(
     server_url: &str,
     event: &SimEvent,
 ) -> Result<reqwest::StatusCode, reqwest::Error> {
-    let signature =
-        stripe_sim::sign_stripe_payload(&event.body, WEBHOOK_SECRET, chrono::Utc::now().timestamp());
+    let signature = sim::sign_stripe_payload(&event.body, WEBHOOK_SECRET, chrono::Utc::now().timestamp());
     let response = http
         .post(format!("{server_url}/webhooks"))
         .header("content-type", "application/json; charset=utf-8")
@@ -137,7 +133,7 @@ pub async fn deliver_until_ok(
 }
 
 /// The licenses of each order id, as LicenseSpring holds them.
-pub fn licenses_by_order(upstreams: &SimulatedUpstreams) -> HashMap<String, Vec<SimLicense>> {
+pub fn licenses_by_order(upstreams: &Simulators) -> HashMap<String, Vec<SimLicense>> {
     let mut by_order: HashMap<String, Vec<SimLicense>> = HashMap::new();
     for license in upstreams.licensespring.licenses() {
         by_order.entry(license.order_store_id.clone()).or_default().push(license);
@@ -152,12 +148,12 @@ pub fn order_id(subscription: &str) -> String {
 /// The one license in the subscription's own order, whose key is the one in Stripe's metadata
 /// (panics, naming `context`, otherwise).
 pub fn only_license<'a>(
-    upstreams: &SimulatedUpstreams,
+    upstreams: &Simulators,
     by_order: &'a HashMap<String, Vec<SimLicense>>,
-    subscription: &SubscriptionId,
+    subscription: &str,
     context: &str,
 ) -> &'a SimLicense {
-    let licenses = by_order.get(&order_id(subscription.as_str())).map_or(&[][..], Vec::as_slice);
+    let licenses = by_order.get(&order_id(subscription)).map_or(&[][..], Vec::as_slice);
     assert_eq!(licenses.len(), 1, "{context}: {subscription} has {} licenses", licenses.len());
     let in_stripe =
         upstreams.stripe.subscription(subscription).and_then(|s| s.metadata.get("license_key").cloned());
@@ -171,7 +167,7 @@ pub fn only_license<'a>(
 
 /// LicenseSpring holds one order per subscription and no license in any other order.
 pub fn assert_no_orphans(
-    upstreams: &SimulatedUpstreams,
+    upstreams: &Simulators,
     by_order: &HashMap<String, Vec<SimLicense>>,
     subscriptions: usize,
     context: &str,

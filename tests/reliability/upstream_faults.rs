@@ -5,11 +5,11 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::server_process::ServerProcess;
 use reqwest::Method;
-use stripe_licensespring::model::SubscriptionId;
-use stripe_licensespring::sandbox::process::{ServerProcess, SimulatedUpstreams};
-use stripe_licensespring::sandbox::stripe_sim::{DEFAULT_PRICE_ID, SimEvent};
-use stripe_licensespring::sandbox::{Fault, FaultKind};
+use sim::stripe::{DEFAULT_PRICE_ID, SimEvent};
+use sim::{Fault, FaultKind};
+use stripe_licensespring::demo::Simulators;
 use stripe_licensespring::stripe::RETRY_WINDOW;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
@@ -24,7 +24,7 @@ const ANSWER_BOUND: Duration = Duration::from_secs(RETRY_WINDOW.as_secs() + UPST
 
 /// The server, pointed at the simulators through relays that can refuse connections.
 struct Rig {
-    upstreams: SimulatedUpstreams,
+    upstreams: Simulators,
     stripe_relay: Relay,
     licensespring_relay: Relay,
     server: ServerProcess,
@@ -49,7 +49,7 @@ impl Rig {
         Rig { upstreams, stripe_relay, licensespring_relay, server, http: http_client(), _home: home }
     }
 
-    fn subscribe(&self) -> (SubscriptionId, SimEvent) {
+    fn subscribe(&self) -> (String, SimEvent) {
         let subscription = self.upstreams.stripe.create_subscription(DEFAULT_PRICE_ID).expect("subscribed");
         (subscription, self.upstreams.stripe.events().pop().expect("its invoice.paid"))
     }
@@ -66,13 +66,12 @@ impl Rig {
 
     /// With the upstreams healthy again, the redelivery completes the work: one enabled license
     /// with the key Stripe holds.
-    async fn redeliver_completes(&self, subscription: &SubscriptionId, event: &SimEvent, what: &str) {
+    async fn redeliver_completes(&self, subscription: &str, event: &SimEvent, what: &str) {
         self.upstreams.stripe.clear_faults();
         self.upstreams.licensespring.clear_faults();
         let status = deliver(&self.http, &self.server.url(""), event).await.expect("answered");
         assert_eq!(status, 200, "{what}: the redelivery");
-        let licenses =
-            licenses_by_order(&self.upstreams).remove(&order_id(subscription.as_str())).unwrap_or_default();
+        let licenses = licenses_by_order(&self.upstreams).remove(&order_id(subscription)).unwrap_or_default();
         assert_eq!(licenses.len(), 1, "{what}: {licenses:?}");
         let in_stripe = self
             .upstreams
