@@ -46,6 +46,9 @@ pub enum StartError {
     LocalAddress(std::io::Error),
     #[error("serving failed: {0}")]
     Serve(std::io::Error),
+    /// A configured price cannot be sold.
+    #[error("STRIPE_PRODUCT: {reason}")]
+    Price { id: String, reason: String },
 }
 
 /// The application, built and listening, not yet serving: the one way the server starts, in
@@ -71,7 +74,7 @@ impl App {
         let listener = TcpListener::bind((settings.host.as_str(), settings.port))
             .await
             .map_err(|source| StartError::Bind { address, source })?;
-        App::assemble(listener, cache, settings, extras)
+        App::assemble(listener, cache, settings, extras).await
     }
 
     /// As [`App::build_with`], on a listener bound beforehand: for the sandbox, whose simulators
@@ -82,10 +85,10 @@ impl App {
         extras: web::Extras,
     ) -> Result<App, StartError> {
         let cache = open_store(settings)?;
-        App::assemble(listener, cache, settings, extras)
+        App::assemble(listener, cache, settings, extras).await
     }
 
-    fn assemble(
+    async fn assemble(
         listener: TcpListener,
         cache: cache::SubscriptionCache,
         settings: &Settings,
@@ -93,6 +96,7 @@ impl App {
     ) -> Result<App, StartError> {
         let address = listener.local_addr().map_err(StartError::LocalAddress)?;
         let state = web::AppState::new(settings, cache, extras.panel);
+        state.prices.load(state.billing.stripe()).await?;
         Ok(App { listener, router: web::router(state, extras.routes), address })
     }
 

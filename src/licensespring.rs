@@ -30,6 +30,7 @@ pub enum LicenseSpringCall {
     RetrieveLicense,
     UpdateLicense,
     DisableLicense,
+    EnableLicense,
 }
 
 impl fmt::Display for LicenseSpringCall {
@@ -41,6 +42,7 @@ impl fmt::Display for LicenseSpringCall {
             LicenseSpringCall::RetrieveLicense => "retrieve a license",
             LicenseSpringCall::UpdateLicense => "update a license",
             LicenseSpringCall::DisableLicense => "disable a license",
+            LicenseSpringCall::EnableLicense => "enable a license",
         })
     }
 }
@@ -131,6 +133,9 @@ pub struct License {
     pub valid_duration: Option<String>,
     #[serde(default)]
     pub is_trial: bool,
+    /// How many devices may activate it.
+    #[serde(default)]
+    pub max_activations: Option<u32>,
     /// The create-order `id` of the order holding the license.
     #[serde(default)]
     pub order_store_id: Option<String>,
@@ -153,13 +158,31 @@ pub enum LicenseValidity {
     Duration(String),
 }
 
-/// The PATCH body: `is_trial` goes with every validity change (LicenseSpring's rule), and this
-/// server only sells paid subscriptions, so it is always `false`.
-#[derive(Serialize)]
-struct ValidityUpdate<'a> {
-    is_trial: bool,
-    #[serde(flatten)]
-    validity: &'a LicenseValidity,
+/// One `PATCH /api/v1/licenses/{id}/`: what to change, the rest left as it is. LicenseSpring's
+/// rule: `is_trial` goes with every validity change, so a change with a validity must say it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LicenseChange {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub is_trial: Option<bool>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub validity: Option<LicenseValidity>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_activations: Option<u32>,
+}
+
+impl LicenseChange {
+    pub fn is_empty(&self) -> bool {
+        *self == LicenseChange::default()
+    }
+}
+
+/// What a new license is made with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewLicenseTerms {
+    pub valid_until: NaiveDate,
+    pub is_trial: bool,
+    /// `None`: LicenseSpring's default (the product's).
+    pub max_activations: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -180,6 +203,8 @@ struct NewLicense<'a> {
     license_type: &'static str,
     is_trial: bool,
     validity_period: NaiveDate,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_activations: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -219,8 +244,8 @@ impl LicenseSpringClient {
         })
     }
 
-    /// `POST /api/v1/orders/create_order/` holding one subscription license with `key`, valid
-    /// until `valid_until`; answers the new license's id.
+    /// `POST /api/v1/orders/create_order/` holding one subscription license with `key` on `terms`;
+    /// answers the new license's id.
     ///
     /// The answer's shape is unverified, so any 2xx counts as created: the id is read from
     /// `order_items[0].licenses[0].id` when present, else the license is looked up by key.
@@ -231,7 +256,7 @@ impl LicenseSpringClient {
         order_id: &str,
         product_code: &str,
         key: &LicenseKey,
-        valid_until: NaiveDate,
+        terms: &NewLicenseTerms,
     ) -> Result<LicenseId, LicenseSpringError> {
         let call = LicenseSpringCall::CreateOrder;
         let order = NewOrder {
@@ -241,8 +266,9 @@ impl LicenseSpringClient {
                 licenses: [NewLicense {
                     key,
                     license_type: "subscription",
-                    is_trial: false,
-                    validity_period: valid_until,
+                    is_trial: terms.is_trial,
+                    validity_period: terms.valid_until,
+                    max_activations: terms.max_activations,
                 }],
             }],
         };
@@ -287,16 +313,23 @@ impl LicenseSpringClient {
         self.parse(call, &self.send(call, request).await?)
     }
 
-    /// `PATCH /api/v1/licenses/{id}/` with `is_trial: false` and one validity field. Any 2xx is
-    /// success: the change is made whatever the answer's body says.
-    pub async fn update_license_validity(
+    /// `PATCH /api/v1/licenses/{id}/` with the fields of `change`. Any 2xx is success: the
+    /// change is made whatever the answer's body says.
+    pub async fn update_license(
         &self,
         id: LicenseId,
-        validity: &LicenseValidity,
+        change: &LicenseChange,
     ) -> Result<(), LicenseSpringError> {
         let call = LicenseSpringCall::UpdateLicense;
-        let body = ValidityUpdate { is_trial: false, validity };
-        let request = self.request(call, Method::PATCH, &format!("/api/v1/licenses/{id}/"))?.json(&body);
+        let request = self.request(call, Method::PATCH, &format!("/api/v1/licenses/{id}/"))?.json(change);
+        self.send(call, request).await.map(drop)
+    }
+
+    /// `POST /api/v1/licenses/{id}/enable/` with no body. Whether enabling an enabled license is
+    /// refused is unverified; callers check [`License::enabled`] first.
+    pub async fn enable_license(&self, id: LicenseId) -> Result<(), LicenseSpringError> {
+        let call = LicenseSpringCall::EnableLicense;
+        let request = self.request(call, Method::POST, &format!("/api/v1/licenses/{id}/enable/"))?;
         self.send(call, request).await.map(drop)
     }
 
@@ -455,14 +488,19 @@ mod tests {
     }
 
     #[test]
-    fn validity_update_sends_exactly_one_field_and_is_trial() {
-        let body = |validity: &LicenseValidity| {
-            serde_json::to_value(ValidityUpdate { is_trial: false, validity }).expect("serializes")
-        };
+    fn a_change_sends_only_its_fields_and_at_most_one_validity() {
+        let body = |change: LicenseChange| serde_json::to_value(change).expect("serializes");
         let until = LicenseValidity::Until(NaiveDate::from_ymd_opt(2026, 1, 24).expect("date"));
-        assert_eq!(body(&until), json!({"is_trial": false, "validity_period": "2026-01-24"}));
+        let change =
+            LicenseChange { is_trial: Some(false), validity: Some(until), ..LicenseChange::default() };
+        assert_eq!(body(change), json!({"is_trial": false, "validity_period": "2026-01-24"}));
         let duration = LicenseValidity::Duration("1m".to_owned());
-        assert_eq!(body(&duration), json!({"is_trial": false, "valid_duration": "1m"}));
+        let change =
+            LicenseChange { is_trial: Some(true), validity: Some(duration), ..LicenseChange::default() };
+        assert_eq!(body(change), json!({"is_trial": true, "valid_duration": "1m"}));
+        let seats = LicenseChange { max_activations: Some(6), ..LicenseChange::default() };
+        assert_eq!(body(seats), json!({"max_activations": 6}));
+        assert!(LicenseChange::default().is_empty());
     }
 
     #[test]

@@ -62,8 +62,9 @@ pub struct Settings {
     pub license_api_shared_key: Option<Secret>,
     /// Stripe secret key (`STRIPE_PRIVATE_KEY`, `sk_...` or `rk_...`).
     pub stripe_secret_key: Secret,
-    /// The recurring Stripe price the payment link sells (`STRIPE_PRODUCT`, `price_...`).
-    pub stripe_price_id: String,
+    /// The recurring Stripe prices sold, of the one LicenseSpring product (`STRIPE_PRODUCT`,
+    /// `price_...`, comma-separated; say monthly and yearly). Never empty; the first is the default.
+    pub stripe_price_ids: Vec<String>,
     /// Webhook signing secrets (`STRIPE_SECRET`, comma-separated during a secret roll).
     pub webhook_secrets: Vec<Secret>,
     /// Stripe API base (`STRIPE_API_BASE`).
@@ -78,6 +79,11 @@ pub struct Settings {
     pub webhook_tolerance: Duration,
     /// Total time one upstream call may take (`UPSTREAM_TIMEOUT_SECS`).
     pub upstream_timeout: Duration,
+    /// Days a `past_due` subscription's license stays valid past the paid period (`GRACE_DAYS`).
+    pub grace_days: u32,
+    /// Activations per seat (`ACTIVATIONS_PER_SEAT`): a license's `max_activations` is the
+    /// subscription's quantity times this. `None`: `max_activations` is never touched.
+    pub activations_per_seat: Option<u32>,
     /// The tracing filter (`RUST_LOG`), e.g. `info` or `stripe_licensespring=debug`.
     pub log_filter: String,
 }
@@ -157,17 +163,29 @@ impl Settings {
                     None
                 }
             });
-        let stripe_price_id = reader
-            .required("STRIPE_PRODUCT", "the Stripe price id (price_...) the payment link sells")
-            .and_then(|price| {
-                if price.starts_with("price_") {
-                    Some(price)
-                } else {
-                    reader.problem(&format!(
-                        "STRIPE_PRODUCT: expected a Stripe price id starting with price_, got {price:?}"
-                    ));
-                    None
+        let stripe_price_ids = reader
+            .required(
+                "STRIPE_PRODUCT",
+                "the Stripe price ids (price_..., comma-separated) the payment links sell",
+            )
+            .and_then(|text| {
+                let mut prices: Vec<String> = Vec::new();
+                for price in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                    if !price.starts_with("price_") {
+                        reader.problem(&format!(
+                            "STRIPE_PRODUCT: expected Stripe price ids starting with price_, got {price:?}"
+                        ));
+                        return None;
+                    }
+                    if !prices.iter().any(|known| known == price) {
+                        prices.push(price.to_owned());
+                    }
                 }
+                if prices.is_empty() {
+                    reader.problem("STRIPE_PRODUCT: expected at least one Stripe price id (price_...)");
+                    return None;
+                }
+                Some(prices)
             });
         let webhook_secrets = reader
             .required(
@@ -215,6 +233,23 @@ impl Settings {
             reader.problem("UPSTREAM_TIMEOUT_SECS: expected a whole number of seconds, 1 to 30");
         }
 
+        let grace_days = reader.number("GRACE_DAYS", 0u32, "a whole number of days, 0 to 365");
+        if matches!(grace_days, Some(days) if days > 365) {
+            reader.problem("GRACE_DAYS: expected a whole number of days, 0 to 365");
+        }
+        let activations_per_seat = match reader.optional("ACTIVATIONS_PER_SEAT") {
+            None => None,
+            Some(text) => match text.parse::<u32>() {
+                Ok(n) if (1..=10_000).contains(&n) => Some(n),
+                _ => {
+                    reader.problem(&format!(
+                        "ACTIVATIONS_PER_SEAT: expected a whole number, 1 to 10000, or unset, got {text:?}"
+                    ));
+                    None
+                }
+            },
+        };
+
         let log_filter = reader.optional("RUST_LOG").unwrap_or_else(|| "info".to_owned());
         if tracing_subscriber::EnvFilter::try_new(&log_filter).is_err() {
             reader.problem(&format!(
@@ -236,7 +271,7 @@ impl Settings {
             license_api_uuid,
             license_api_shared_key,
             stripe_secret_key: stripe_secret_key.ok_or_else(missing)?,
-            stripe_price_id: stripe_price_id.ok_or_else(missing)?,
+            stripe_price_ids: stripe_price_ids.ok_or_else(missing)?,
             webhook_secrets: webhook_secrets.ok_or_else(missing)?,
             stripe_api_base: stripe_api_base.ok_or_else(missing)?,
             host,
@@ -245,6 +280,8 @@ impl Settings {
             cache_capacity: cache_capacity.ok_or_else(missing)?,
             webhook_tolerance: Duration::from_secs(webhook_tolerance.ok_or_else(missing)?),
             upstream_timeout: Duration::from_secs(upstream_timeout.ok_or_else(missing)?),
+            grace_days: grace_days.ok_or_else(missing)?,
+            activations_per_seat,
             log_filter,
         })
     }
@@ -385,7 +422,8 @@ mod tests {
         assert_eq!(settings.licensespring_api_key.expose(), LS_KEY);
         assert_eq!(settings.product_short_code, "acme");
         assert_eq!(settings.stripe_secret_key.expose(), STRIPE_KEY);
-        assert_eq!(settings.stripe_price_id, "price_1OdJ8cKq3ZtR7pLmAbCdEfGh");
+        assert_eq!(settings.stripe_price_ids, ["price_1OdJ8cKq3ZtR7pLmAbCdEfGh"]);
+        assert_eq!((settings.grace_days, settings.activations_per_seat), (0, None));
         assert_eq!(settings.webhook_secrets, vec![Secret::new(WEBHOOK_SECRET)]);
         assert_eq!(settings.licensespring_base_url.as_str(), "https://saas.licensespring.com/");
         assert_eq!(
@@ -464,11 +502,13 @@ mod tests {
             ("WEBHOOK_TOLERANCE_SECS", "-5"),
             ("UPSTREAM_TIMEOUT_SECS", "90"),
             ("RUST_LOG", "info,[[["),
+            ("GRACE_DAYS", "400"),
+            ("ACTIVATIONS_PER_SEAT", "0"),
         ]);
         let text = problems.join("\n");
         for expected in [
             "STRIPE_PRIVATE_KEY: expected a Stripe secret key starting with sk_ or rk_",
-            "STRIPE_PRODUCT: expected a Stripe price id starting with price_",
+            "STRIPE_PRODUCT: expected Stripe price ids starting with price_, got \"prod_NotAPrice\"",
             "STRIPE_SECRET: expected webhook signing secrets starting with whsec_",
             "BASE_URL: expected an http(s) URL",
             "STRIPE_API_BASE: expected an http(s) URL",
@@ -478,10 +518,34 @@ mod tests {
             "WEBHOOK_TOLERANCE_SECS: expected a whole number of seconds",
             "UPSTREAM_TIMEOUT_SECS: expected a whole number of seconds, 1 to 30",
             "RUST_LOG: expected a log filter",
+            "GRACE_DAYS: expected a whole number of days, 0 to 365",
+            "ACTIVATIONS_PER_SEAT: expected a whole number, 1 to 10000, or unset, got \"0\"",
         ] {
             assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
         }
-        assert_eq!(problems.len(), 11, "{text}");
+        assert_eq!(problems.len(), 13, "{text}");
+    }
+
+    #[test]
+    fn several_prices_grace_days_and_seats_are_read() {
+        let values = [
+            ("API_MANAGAMENT_KEY", LS_KEY),
+            ("PRODUCT_SHORT_CODE", "acme"),
+            ("ORDER_BASE_STRING", "stripe-license"),
+            ("STRIPE_PRIVATE_KEY", STRIPE_KEY),
+            ("STRIPE_PRODUCT", " price_monthly , price_yearly,price_monthly,"),
+            ("STRIPE_SECRET", WEBHOOK_SECRET),
+            ("GRACE_DAYS", "3"),
+            ("ACTIVATIONS_PER_SEAT", "2"),
+        ];
+        let lookup = |name: &str| values.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string());
+        let settings = Settings::from_lookup(lookup).expect("valid");
+        assert_eq!(settings.stripe_price_ids, ["price_monthly", "price_yearly"], "in order, once each");
+        assert_eq!((settings.grace_days, settings.activations_per_seat), (3, Some(2)));
+        let problems = problems_for(&[("STRIPE_PRODUCT", " , ")]);
+        assert!(
+            problems.iter().any(|p| p == "STRIPE_PRODUCT: expected at least one Stripe price id (price_...)")
+        );
     }
 
     #[test]

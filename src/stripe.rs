@@ -93,12 +93,38 @@ pub struct Subscription {
     /// `metadata.license_key`, once this server has written it.
     pub license_key: Option<LicenseKey>,
     pub metadata: BTreeMap<String, String>,
+    /// The first recurring item's price id (`None` for a legacy plan without a price).
+    pub price_id: Option<String>,
+    /// That item's `quantity` (seats); 1 when Stripe gives none.
+    pub quantity: u32,
     /// The first recurring item's `price.recurring` (else legacy `plan`) interval and count.
     pub interval: BillingInterval,
-    /// End of the current period: top-level before basil, per item from basil on (the latest).
+    /// The current period: top-level before basil, per item from basil on (the latest).
+    pub current_period_start: Option<DateTime<Utc>>,
     pub current_period_end: Option<DateTime<Utc>>,
+    pub trial_end: Option<DateTime<Utc>>,
+    pub cancel_at_period_end: bool,
+    /// The most recent invoice, when the answer expanded it (`expand[]=latest_invoice`).
+    pub latest_invoice: Option<InvoiceSummary>,
     pub canceled_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
+}
+
+/// What the license depends on of an invoice.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct InvoiceSummary {
+    pub id: String,
+    /// `draft`, `open`, `paid`, `uncollectible` or `void`.
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub amount_paid: Option<i64>,
+}
+
+impl InvoiceSummary {
+    pub fn is_paid(&self) -> bool {
+        self.status.as_deref() == Some("paid")
+    }
 }
 
 #[derive(Deserialize)]
@@ -108,12 +134,28 @@ struct RawSubscription {
     #[serde(default)]
     metadata: BTreeMap<String, String>,
     #[serde(default)]
+    current_period_start: Option<i64>,
+    #[serde(default)]
     current_period_end: Option<i64>,
+    #[serde(default)]
+    trial_end: Option<i64>,
+    #[serde(default)]
+    cancel_at_period_end: bool,
+    #[serde(default)]
+    latest_invoice: Option<ExpandableInvoice>,
     #[serde(default)]
     canceled_at: Option<i64>,
     #[serde(default)]
     ended_at: Option<i64>,
     items: RawItems,
+}
+
+/// `latest_invoice`: an id, or the invoice itself when expanded.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ExpandableInvoice {
+    Expanded(InvoiceSummary),
+    Id(#[allow(dead_code)] String),
 }
 
 #[derive(Deserialize)]
@@ -128,11 +170,17 @@ struct RawItem {
     #[serde(default)]
     plan: Option<RawRecurring>,
     #[serde(default)]
+    quantity: Option<u32>,
+    #[serde(default)]
+    current_period_start: Option<i64>,
+    #[serde(default)]
     current_period_end: Option<i64>,
 }
 
 #[derive(Deserialize)]
 struct RawPrice {
+    #[serde(default)]
+    id: Option<String>,
     #[serde(default)]
     recurring: Option<RawRecurring>,
 }
@@ -147,24 +195,29 @@ impl TryFrom<RawSubscription> for Subscription {
     type Error = String;
 
     fn try_from(raw: RawSubscription) -> Result<Subscription, String> {
-        let recurring = raw
+        let (item, recurring) = raw
             .items
             .data
             .iter()
-            .find_map(|item| item.price.as_ref().and_then(|p| p.recurring.as_ref()).or(item.plan.as_ref()))
+            .find_map(|item| {
+                let recurring = item.price.as_ref().and_then(|p| p.recurring.as_ref()).or(item.plan.as_ref());
+                recurring.map(|recurring| (item, recurring))
+            })
             .ok_or_else(|| format!("subscription {} has no recurring price", raw.id))?;
         let unit = IntervalUnit::parse(&recurring.interval)
             .ok_or_else(|| format!("subscription {}: unknown interval {:?}", raw.id, recurring.interval))?;
         let interval = BillingInterval { unit, count: recurring.interval_count };
-        let current_period_end = raw
-            .items
-            .data
-            .iter()
-            .filter_map(|item| item.current_period_end)
-            .chain(raw.current_period_end)
-            .max()
-            .map(timestamp)
-            .transpose()?;
+        let price_id = item.price.as_ref().and_then(|price| price.id.clone());
+        let quantity = item.quantity.unwrap_or(1);
+        let latest = |field: fn(&RawItem) -> Option<i64>, top: Option<i64>| {
+            raw.items.data.iter().filter_map(field).chain(top).max().map(timestamp).transpose()
+        };
+        let current_period_start = latest(|item| item.current_period_start, raw.current_period_start)?;
+        let current_period_end = latest(|item| item.current_period_end, raw.current_period_end)?;
+        let latest_invoice = match raw.latest_invoice {
+            Some(ExpandableInvoice::Expanded(invoice)) => Some(invoice),
+            Some(ExpandableInvoice::Id(_)) | None => None,
+        };
         let license_key = raw
             .metadata
             .get("license_key")
@@ -172,8 +225,14 @@ impl TryFrom<RawSubscription> for Subscription {
             .map(|key| LicenseKey(key.clone()));
         Ok(Subscription {
             license_key,
+            price_id,
+            quantity,
             interval,
+            current_period_start,
             current_period_end,
+            trial_end: raw.trial_end.map(timestamp).transpose()?,
+            cancel_at_period_end: raw.cancel_at_period_end,
+            latest_invoice,
             canceled_at: raw.canceled_at.map(timestamp).transpose()?,
             ended_at: raw.ended_at.map(timestamp).transpose()?,
             id: raw.id,
@@ -185,6 +244,60 @@ impl TryFrom<RawSubscription> for Subscription {
 
 fn timestamp(seconds: i64) -> Result<DateTime<Utc>, String> {
     DateTime::from_timestamp(seconds, 0).ok_or_else(|| format!("timestamp {seconds} is out of range"))
+}
+
+/// A Stripe price, as the store shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "RawFullPrice")]
+pub struct Price {
+    pub id: String,
+    /// `None` for a one-time price.
+    pub interval: Option<BillingInterval>,
+    /// In the currency's smallest unit (cents); `None` for tiered or custom prices.
+    pub unit_amount: Option<i64>,
+    /// Lower-case ISO code, e.g. `usd`.
+    pub currency: String,
+    /// `false` once archived in the Dashboard.
+    pub active: bool,
+}
+
+#[derive(Deserialize)]
+struct RawFullPrice {
+    id: String,
+    #[serde(default)]
+    recurring: Option<RawRecurring>,
+    #[serde(default)]
+    unit_amount: Option<i64>,
+    #[serde(default)]
+    currency: String,
+    #[serde(default = "active_by_default")]
+    active: bool,
+}
+
+fn active_by_default() -> bool {
+    true
+}
+
+impl TryFrom<RawFullPrice> for Price {
+    type Error = String;
+
+    fn try_from(raw: RawFullPrice) -> Result<Price, String> {
+        let interval = match raw.recurring {
+            None => None,
+            Some(recurring) => {
+                let unit = IntervalUnit::parse(&recurring.interval)
+                    .ok_or_else(|| format!("price {}: unknown interval {:?}", raw.id, recurring.interval))?;
+                Some(BillingInterval { unit, count: recurring.interval_count })
+            }
+        };
+        Ok(Price {
+            id: raw.id,
+            interval,
+            unit_amount: raw.unit_amount,
+            currency: raw.currency,
+            active: raw.active,
+        })
+    }
 }
 
 #[derive(Serialize)]
@@ -246,11 +359,19 @@ impl StripeClient {
         self.post_form("/v1/payment_links", &form, None).await
     }
 
-    /// `GET /v1/subscriptions/{id}`: the live subscription (its metadata is authoritative, unlike
-    /// an invoice's snapshot). Retries retryable failures briefly, see [`RETRY_DELAYS`].
+    /// `GET /v1/subscriptions/{id}?expand[]=latest_invoice`: the live subscription (its metadata
+    /// is authoritative, unlike an invoice's snapshot) and whether its latest invoice is paid.
+    /// Retries retryable failures briefly, see [`RETRY_DELAYS`].
     pub async fn retrieve_subscription(&self, id: &SubscriptionId) -> Result<Subscription, StripeError> {
         let path = format!("/v1/subscriptions/{}", path_segment(id.as_str())?);
-        with_retries(|| self.get(&path)).await
+        with_retries(|| self.get(&path, &[("expand[]", "latest_invoice")])).await
+    }
+
+    /// `GET /v1/prices/{id}`: what the store shows on a subscribe button, and whether the price is
+    /// recurring. Not retried: the caller reads the prices again later when Stripe did not answer.
+    pub async fn retrieve_price(&self, id: &str) -> Result<Price, StripeError> {
+        let path = format!("/v1/prices/{}", path_segment(id)?);
+        self.get(&path, &[]).await
     }
 
     /// `POST /v1/subscriptions/{id}` with `metadata[license_key]=..` (Stripe merges metadata, so
@@ -288,9 +409,17 @@ impl StripeClient {
         Self::read(request.send().await).await
     }
 
-    pub(crate) async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, StripeError> {
-        let request =
+    /// GETs `path` with `query` (`expand[]` and the like, encoded as Stripe expects).
+    pub(crate) async fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<T, StripeError> {
+        let mut request =
             self.http.get(upstream::url_under(&self.base, path)).bearer_auth(self.secret_key.expose());
+        if !query.is_empty() {
+            request = request.query(query);
+        }
         Self::read(request.send().await).await
     }
 

@@ -22,7 +22,7 @@ use stripe_licensespring::demo::{Demo, DemoOptions, start_demo};
 const STEP: Duration = Duration::from_secs(20);
 
 #[tokio::test]
-async fn a_person_buys_renews_and_cancels_in_the_sandbox() {
+async fn a_person_buys_renews_is_declined_pauses_resumes_and_cancels_in_the_sandbox() {
     let Some((chromium, chromedriver)) = browser_tools() else {
         return;
     };
@@ -52,7 +52,7 @@ async fn click_through(browser: &Client, demo: &Demo) -> Result<(), String> {
     let banner = text_of(browser, ".banner").await?;
     check(banner.contains("Sandbox") && banner.contains("nothing is charged"), "the banner", &banner)?;
 
-    click(browser, "form[action='/create-payment-link'] button").await?;
+    click(browser, "form[action='/create-payment-link'] button.subscribe").await?;
     wait_until(browser, "the checkout page", async || {
         let url = browser.current_url().await.ok()?;
         url.path().starts_with("/checkout/plink_").then_some(())
@@ -85,6 +85,39 @@ async fn click_through(browser: &Client, demo: &Demo) -> Result<(), String> {
     .await?;
     let second_end = period_end(demo, &subscription)?;
     check(moved == second_end && second_end > first_end, "valid until the next period's end", &moved)?;
+
+    // A declined renewal: past_due, and the license stays enabled while Stripe retries.
+    click(browser, &format!("{row} button.decline")).await?;
+    wait_until(browser, "past_due", async || {
+        (text_of(browser, &format!("{row} .status")).await.ok()? == "past_due").then_some(())
+    })
+    .await?;
+    let enabled = text_of(browser, &format!("{row} .enabled")).await?;
+    check(enabled == "yes", "still enabled while past_due", &enabled)?;
+    click(browser, &format!("{row} button.retry-paid")).await?;
+    wait_until(browser, "active again", async || {
+        (text_of(browser, &format!("{row} .status")).await.ok()? == "active").then_some(())
+    })
+    .await?;
+
+    // Paused: disabled; resumed: enabled again.
+    click(browser, &format!("{row} button.pause")).await?;
+    wait_until(browser, "the paused license to be disabled", async || {
+        let enabled = text_of(browser, &format!("{row} .enabled")).await.ok()?;
+        let status = text_of(browser, &format!("{row} .status")).await.ok()?;
+        (status == "paused" && enabled == "no").then_some(())
+    })
+    .await?;
+    click(browser, &format!("{row} button.resume")).await?;
+    wait_until(browser, "the resumed license to be enabled", async || {
+        let enabled = text_of(browser, &format!("{row} .enabled")).await.ok()?;
+        let status = text_of(browser, &format!("{row} .status")).await.ok()?;
+        (status == "active" && enabled == "yes").then_some(())
+    })
+    .await?;
+    let resumed_until = text_of(browser, &format!("{row} .valid-until")).await?;
+    let resumed_end = period_end(demo, &subscription)?;
+    check(resumed_until == resumed_end, "valid until the resumed period's end", &resumed_until)?;
 
     click(browser, &format!("{row} button.cancel")).await?;
     wait_until(browser, "the license to be disabled", async || {

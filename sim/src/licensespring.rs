@@ -1,6 +1,8 @@
-//! A LicenseSpring Management API simulator: the five calls `stripe-licensespring` makes, with the
+//! A LicenseSpring Management API simulator: the calls `stripe-licensespring` makes (generate keys,
+//! create order with its buyer, list/retrieve/update licenses, disable and enable), with the
 //! documented rules enforced (`Api-Key` auth, trailing slashes, unique order ids and keys, the PATCH
-//! validity rules) and the two undocumented answer shapes selectable by configuration.
+//! validity rules, `max_activations` ≥ 1) and the two undocumented answer shapes selectable by
+//! configuration.
 //!
 //! Errors are `{"detail": "..."}`, as LicenseSpring's (Django REST framework) answers are; the exact
 //! text of validation errors is not documented, so clients must not depend on it.
@@ -40,6 +42,7 @@ const MAX_PAGE_SIZE: usize = 100;
 /// an order id up with a license id finds nothing.
 const FIRST_ORDER_ID: i64 = 1_764_000_000_000_001;
 const FIRST_LICENSE_ID: i64 = 1_764_000_000_500_001;
+const FIRST_CUSTOMER_ID: i64 = 620;
 
 #[derive(Clone)]
 pub struct LicenseSpringSimConfig {
@@ -93,6 +96,8 @@ pub struct SimLicense {
     pub license_type: String,
     pub enabled: bool,
     pub is_trial: bool,
+    /// Seats: how many devices may activate it (1 when create order did not say).
+    pub max_activations: u32,
     pub valid_duration: Option<String>,
     pub validity_period: Option<NaiveDate>,
     /// The create-order `id` of the order holding the license.
@@ -116,6 +121,30 @@ pub struct SimOrder {
     pub store_id: String,
     pub license_ids: Vec<i64>,
     pub created_at: DateTime<Utc>,
+    /// The buyer create order sent (`customer`), if any.
+    pub customer: Option<SimCustomer>,
+}
+
+impl SimOrder {
+    pub fn customer_email(&self) -> Option<&str> {
+        self.customer.as_ref().and_then(|c| c.email.as_deref())
+    }
+}
+
+/// A customer as create order sent it. LicenseSpring matches customers by email: a later order
+/// with the same email gets the same `id` (and its details overwrite the customer's, which the
+/// simulator does not propagate to earlier orders' copies).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SimCustomer {
+    pub id: i64,
+    pub email: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    /// `company_name` (also accepted as `company`: which one LicenseSpring takes is undocumented).
+    pub company_name: Option<String>,
+    pub phone: Option<String>,
+    /// The buyer's id in the caller's system (e.g. a Stripe `cus_...`).
+    pub reference: Option<String>,
 }
 
 /// A running LicenseSpring simulator. Dropping it stops the server.
@@ -196,7 +225,8 @@ fn routes(shared: Arc<Shared>) -> Router {
         .route("/api/v1/orders/create_order/", post(create_order))
         .route("/api/v1/licenses/", get(list_licenses))
         .route("/api/v1/licenses/{id}/", get(retrieve_license).patch(update_license))
-        .route("/api/v1/licenses/{id}/disable/", post(disable_license));
+        .route("/api/v1/licenses/{id}/disable/", post(disable_license))
+        .route("/api/v1/licenses/{id}/enable/", post(enable_license));
     require_api_key(api, shared.clone())
         // Paths without their trailing slash land here too: LicenseSpring's paths all end in one.
         .fallback(|| async { not_found() })
@@ -256,6 +286,7 @@ struct NewOrder {
     store_id: String,
     append: bool,
     licenses: Vec<NewLicense>,
+    customer: Option<SimCustomer>,
 }
 
 struct NewLicense {
@@ -265,6 +296,7 @@ struct NewLicense {
     is_trial: bool,
     validity_period: Option<NaiveDate>,
     valid_duration: Option<String>,
+    max_activations: Option<u32>,
 }
 
 /// `POST /api/v1/orders/create_order/`: creates the order and its licenses, all or nothing.
@@ -294,8 +326,27 @@ async fn create_order(State(shared): State<Arc<Shared>>, headers: HeaderMap, bod
     }
 
     let now = now_seconds();
+    let customer = order.customer.map(|mut customer| {
+        // Matched by email; a new email (or none) is a new customer.
+        let known = customer.email.as_ref().and_then(|email| {
+            state.orders.iter().filter_map(|o| o.customer.as_ref()).find(|c| c.email.as_ref() == Some(email))
+        });
+        customer.id = match known {
+            Some(known) => known.id,
+            None => {
+                let used = state.orders.iter().filter_map(|o| o.customer.as_ref()).map(|c| c.id).max();
+                used.map_or(FIRST_CUSTOMER_ID, |id| id + 1)
+            }
+        };
+        customer
+    });
     let order_index = match existing {
-        Some(index) => index,
+        Some(index) => {
+            if customer.is_some() {
+                state.orders[index].customer = customer;
+            }
+            index
+        }
         None => {
             let id = state.next_order_id();
             state.orders.push(SimOrder {
@@ -303,6 +354,7 @@ async fn create_order(State(shared): State<Arc<Shared>>, headers: HeaderMap, bod
                 store_id: order.store_id.clone(),
                 license_ids: Vec::new(),
                 created_at: now,
+                customer,
             });
             state.orders.len() - 1
         }
@@ -316,6 +368,7 @@ async fn create_order(State(shared): State<Arc<Shared>>, headers: HeaderMap, bod
             license_type: new.license_type,
             enabled: true,
             is_trial: new.is_trial,
+            max_activations: new.max_activations.unwrap_or(1),
             valid_duration: new.valid_duration,
             validity_period: new.validity_period,
             order_store_id: order.store_id.clone(),
@@ -361,6 +414,11 @@ fn parse_order(body: &Value, products: &[String]) -> Result<NewOrder, String> {
         Some(_) => return Err("id: Expected a string.".into()),
     };
     let append = optional_bool(body, "append")?.unwrap_or(false);
+    let customer = match body.get("customer") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(fields)) => Some(parse_customer(fields)?),
+        Some(_) => return Err("customer: Expected an object.".into()),
+    };
     let items = match body.get("items") {
         Some(Value::Array(items)) if !items.is_empty() => items,
         _ => return Err("items: Expected a non-empty list of items.".into()),
@@ -395,6 +453,7 @@ fn parse_order(body: &Value, products: &[String]) -> Result<NewOrder, String> {
             let validity_period = optional_date(entry, "validity_period").map_err(|e| format!("{at}.{e}"))?;
             let valid_duration =
                 optional_duration(entry, "valid_duration").map_err(|e| format!("{at}.{e}"))?;
+            let max_activations = optional_max_activations(entry).map_err(|e| format!("{at}.{e}"))?;
             licenses.push(NewLicense {
                 product_code: product_code.clone(),
                 key,
@@ -402,10 +461,47 @@ fn parse_order(body: &Value, products: &[String]) -> Result<NewOrder, String> {
                 is_trial,
                 validity_period,
                 valid_duration,
+                max_activations,
             });
         }
     }
-    Ok(NewOrder { store_id, append, licenses })
+    Ok(NewOrder { store_id, append, licenses, customer })
+}
+
+/// The buyer: string fields, all optional; unknown fields are ignored [UNVERIFIED: whether
+/// LicenseSpring ignores or refuses them is undocumented].
+fn parse_customer(fields: &Map<String, Value>) -> Result<SimCustomer, String> {
+    let text = |name: &str| match fields.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text.clone()).filter(|t| !t.is_empty())),
+        Some(_) => Err(format!("customer.{name}: Not a valid string.")),
+    };
+    let email = text("email")?;
+    if email.as_ref().is_some_and(|e| !e.contains('@')) {
+        return Err("customer.email: Enter a valid email address.".into());
+    }
+    Ok(SimCustomer {
+        id: 0,
+        email,
+        first_name: text("first_name")?,
+        last_name: text("last_name")?,
+        company_name: text("company_name")?.or(text("company")?),
+        phone: text("phone")?,
+        reference: text("reference")?,
+    })
+}
+
+/// `max_activations`: a whole number, at least 1.
+fn optional_max_activations(object: &Map<String, Value>) -> Result<Option<u32>, String> {
+    match object.get("max_activations") {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => match value.as_u64().and_then(|n| u32::try_from(n).ok()) {
+            Some(n) if n >= 1 => Ok(Some(n)),
+            _ => {
+                Err("max_activations: Ensure this value is a whole number greater than or equal to 1.".into())
+            }
+        },
+    }
 }
 
 /// `GET /api/v1/licenses/?license_key=..` (or `order__store_id=..`), paginated with
@@ -510,6 +606,9 @@ fn apply_update(license: &mut SimLicense, changes: &Map<String, Value>) -> Resul
     if let Some(enabled) = optional_bool(changes, "enabled")? {
         license.enabled = enabled;
     }
+    if let Some(max_activations) = optional_max_activations(changes)? {
+        license.max_activations = max_activations;
+    }
     if changes.contains_key("validity_period") {
         license.validity_period = optional_date(changes, "validity_period")?;
     }
@@ -539,6 +638,20 @@ async fn disable_license(State(shared): State<Arc<Shared>>, Path(id): Path<Strin
     (StatusCode::OK, axum::Json(json!({"message": "License disabled."}))).into_response()
 }
 
+/// `POST /api/v1/licenses/{id}/enable/` (no body): idempotent, as disable is [UNVERIFIED: the
+/// answer for an already enabled license is undocumented; success is the likely one].
+async fn enable_license(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    let mut state = lock(&shared.state);
+    let Some(license) = state.license_mut(&id) else {
+        return not_found();
+    };
+    if !license.enabled {
+        license.enabled = true;
+        license.updated_at = now_seconds();
+    }
+    (StatusCode::OK, axum::Json(json!({"message": "License enabled."}))).into_response()
+}
+
 /// The full license object, as retrieve, list and update answer it.
 fn license_json(license: &SimLicense, validity_as_datetime: bool) -> Value {
     let validity_period = license.validity_period.map(|date| {
@@ -555,6 +668,9 @@ fn license_json(license: &SimLicense, validity_as_datetime: bool) -> Value {
         "enabled": license.enabled,
         "status": license.status(),
         "is_trial": license.is_trial,
+        "max_activations": license.max_activations,
+        "times_activated": 0,
+        "allow_unlimited_activations": false,
         "valid_duration": license.valid_duration,
         "validity_period": validity_period,
         "order_store_id": license.order_store_id,
@@ -875,6 +991,95 @@ mod tests {
         assert!(!license.enabled);
         assert_eq!(license.status(), "Disabled");
         assert_eq!(client.get(&format!("api/v1/licenses/{id}/")).await.1["status"], "Disabled");
+    }
+
+    #[tokio::test]
+    async fn orders_carry_seats_trials_and_the_buyer() {
+        let (sim, client) = started().await;
+        let order = |id: &str, key: &str, email: &str| {
+            json!({"id": id,
+                   "customer": {"email": email, "first_name": "Jane", "last_name": "Doe",
+                                "reference": "cus_1", "is_manager": false, "unknown_field": 1},
+                   "items": [{"product_code": DEFAULT_PRODUCT, "licenses": [
+                       {"key": key, "license_type": "subscription", "is_trial": true,
+                        "validity_period": "2026-01-14", "max_activations": 3}]}]})
+        };
+        let path = "api/v1/orders/create_order/";
+        let (status, answer) = client
+            .send(Method::POST, path, Some(order("o-1", "AAAA-BBBB-CCCC-DDDD", "jane@example.com")))
+            .await;
+        assert_eq!(status, 200, "{answer}");
+        let license = sim.license_by_key("AAAA-BBBB-CCCC-DDDD").expect("license");
+        assert_eq!((license.max_activations, license.is_trial), (3, true));
+        let (_, shown) = client.get(&format!("api/v1/licenses/{}/", license.id)).await;
+        assert_eq!(shown["max_activations"], 3);
+        assert_eq!(shown["times_activated"], 0);
+        assert_eq!(shown["allow_unlimited_activations"], false);
+        assert_eq!(shown["is_trial"], true);
+        let first = sim.orders()[0].clone();
+        assert_eq!(first.customer_email(), Some("jane@example.com"));
+        let customer = first.customer.expect("customer");
+        assert_eq!(customer.first_name.as_deref(), Some("Jane"));
+        assert_eq!(customer.reference.as_deref(), Some("cus_1"));
+
+        // The same email is the same customer; another is a new one.
+        client.send(Method::POST, path, Some(order("o-2", "EEEE-FFFF-GGGG-HHHH", "jane@example.com"))).await;
+        client.send(Method::POST, path, Some(order("o-3", "JJJJ-KKKK-LLLL-MMMM", "max@example.com"))).await;
+        let ids: Vec<i64> = sim.orders().iter().map(|o| o.customer.as_ref().expect("customer").id).collect();
+        assert_eq!(ids[0], ids[1]);
+        assert_ne!(ids[0], ids[2]);
+
+        // Without max_activations: 1.
+        client.create_order("o-4", "NNNN-PPPP-QQQQ-RRRR").await;
+        assert_eq!(sim.license_by_key("NNNN-PPPP-QQQQ-RRRR").expect("license").max_activations, 1);
+        assert_eq!(sim.orders()[3].customer, None);
+        for refused in [json!(0), json!(-1), json!("3"), json!(1.5)] {
+            let mut body = order("o-5", "SSSS-TTTT-UUUU-VVVV", "x@example.com");
+            body["items"][0]["licenses"][0]["max_activations"] = refused.clone();
+            let (status, answer) = client.send(Method::POST, path, Some(body)).await;
+            assert_eq!(status, 400, "{refused} -> {answer}");
+        }
+        let mut body = order("o-5", "SSSS-TTTT-UUUU-VVVV", "x@example.com");
+        body["customer"] = json!("jane@example.com");
+        assert_eq!(client.send(Method::POST, path, Some(body)).await.0, 400);
+        assert_eq!(sim.orders().len(), 4);
+    }
+
+    #[tokio::test]
+    async fn patch_changes_seats_and_the_trial_flag() {
+        let (sim, client) = started().await;
+        let id = client.create_license().await;
+        let path = format!("api/v1/licenses/{id}/");
+        let (status, answer) = client.send(Method::PATCH, &path, Some(json!({"max_activations": 5}))).await;
+        assert_eq!((status, &answer["max_activations"]), (200, &json!(5)));
+        let (status, answer) = client.send(Method::PATCH, &path, Some(json!({"is_trial": true}))).await;
+        assert_eq!((status, &answer["is_trial"]), (200, &json!(true)), "is_trial alone");
+        let body = json!({"is_trial": false, "validity_period": "2026-02-01", "max_activations": 2});
+        let (status, answer) = client.send(Method::PATCH, &path, Some(body)).await;
+        assert_eq!(status, 200);
+        assert_eq!((&answer["is_trial"], &answer["max_activations"]), (&json!(false), &json!(2)));
+        for refused in [json!({"max_activations": 0}), json!({"max_activations": "4"})] {
+            let (status, _) = client.send(Method::PATCH, &path, Some(refused.clone())).await;
+            assert_eq!(status, 400, "{refused}");
+        }
+        assert_eq!(sim.license(id).expect("license").max_activations, 2, "refusals change nothing");
+    }
+
+    #[tokio::test]
+    async fn enable_undoes_disable_and_is_repeatable() {
+        let (sim, client) = started().await;
+        let id = client.create_license().await;
+        let enable = format!("api/v1/licenses/{id}/enable/");
+        let enabled = (200, json!({"message": "License enabled."}));
+        assert_eq!(client.send(Method::POST, &enable, None).await, enabled, "an enabled license: success");
+        client.send(Method::POST, &format!("api/v1/licenses/{id}/disable/"), None).await;
+        assert!(!sim.license(id).expect("license").enabled);
+        assert_eq!(client.send(Method::POST, &enable, Some(json!({}))).await, enabled);
+        let license = sim.license(id).expect("license");
+        assert!(license.enabled);
+        assert_eq!(license.status(), "Active");
+        let missing = client.send(Method::POST, "api/v1/licenses/42/enable/", None).await;
+        assert_eq!(missing, (404, json!({"detail": "Not found."})));
     }
 
     #[tokio::test]

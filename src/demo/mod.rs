@@ -22,7 +22,7 @@ use std::time::Duration;
 use rand::Rng;
 use rand::distr::Alphanumeric;
 use sim::licensespring::{self as licensespring_sim, LicenseSpringSimConfig};
-use sim::stripe::{StripeSimConfig, WebhookTarget};
+use sim::stripe::{self as stripe_sim, Interval, SimPrice, StripeSimConfig, WebhookTarget};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -37,6 +37,9 @@ use crate::{App, StartError, web};
 /// The simulator's webhook retry delays in the sandbox: short, so a failed delivery is retried
 /// while the person is still looking at the page.
 const RETRY_DELAYS: [u64; 3] = [1, 2, 4];
+
+/// The sandbox's second price, beside the simulator's default monthly one.
+pub const YEARLY_PRICE_ID: &str = "price_1SimYearly000000001";
 
 /// Why the sandbox could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +163,11 @@ pub async fn start_demo(options: &DemoOptions) -> Result<Demo, DemoError> {
         webhook: Some(WebhookTarget { url: webhooks, secrets: vec![webhook_secret.clone()] }),
         retry_delays: RETRY_DELAYS.map(Duration::from_secs).to_vec(),
         after_payment_url: Some(url.clone()),
+        // Monthly and yearly, as a vendor sells them: the store offers both.
+        prices: vec![
+            SimPrice::new(stripe_sim::DEFAULT_PRICE_ID, Interval::Month, 1),
+            SimPrice::new(YEARLY_PRICE_ID, Interval::Year, 1).with_amount(5_000),
+        ],
         ..StripeSimConfig::default()
     };
     let licensespring = LicenseSpringSimConfig {

@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use askama::Template;
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::post;
 use sim::licensespring::LicenseSpringSim;
-use sim::stripe::{StripeSim, StripeSimError, SubscriptionStatus};
+use sim::stripe::{StripeSim, StripeSimError, SubscribeOptions};
 
 use super::simulators::Simulators;
 use crate::web::{ErrorPage, PanelHtml, StorePanel};
@@ -46,18 +47,33 @@ pub struct SandboxView {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SandboxRow {
     pub subscription: String,
-    /// Stripe's status: `active` or `canceled`.
+    /// Stripe's status: `trialing`, `active`, `past_due`, `unpaid`, `paused` or `canceled`.
     pub status: &'static str,
     /// One billing cycle: `month`, `3 months`.
     pub interval: String,
+    pub quantity: u32,
+    /// The other prices the subscription can switch to.
+    pub other_prices: Vec<SandboxPrice>,
+    /// Stripe's simulated date (`YYYY-MM-DD`): the clock moves with each renewal.
+    pub simulated_date: String,
+    /// The license's `is_trial`.
+    pub trial: bool,
+    /// The license's `max_activations`.
+    pub max_activations: Option<u32>,
     /// The key in the subscription's metadata; `None` until the app has written it.
     pub license_key: Option<String>,
     /// The license's `validity_period` (`YYYY-MM-DD`); `None` while there is no license.
     pub valid_until: Option<String>,
     /// Whether the license is enabled; `None` while there is no license.
     pub enabled: Option<bool>,
-    /// Whether the subscription can still be renewed or canceled.
-    pub active: bool,
+}
+
+/// A price a subscription can switch to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxPrice {
+    pub id: String,
+    /// `month`, `year`.
+    pub interval: String,
 }
 
 impl DemoPanel {
@@ -81,6 +97,7 @@ impl DemoPanel {
     /// LicenseSpring license with that key.
     pub fn view(&self) -> SandboxView {
         let prices = self.stripe().prices();
+        let simulated_date = self.stripe().now().date_naive().to_string();
         let rows = self
             .stripe()
             .subscriptions()
@@ -93,11 +110,20 @@ impl DemoPanel {
                     .iter()
                     .find(|p| p.id == subscription.price_id)
                     .map_or_else(|| "unknown".to_owned(), |price| price.interval_text());
+                let other_prices = prices
+                    .iter()
+                    .filter(|price| price.recurring && price.id != subscription.price_id)
+                    .map(|price| SandboxPrice { id: price.id.clone(), interval: price.interval_text() })
+                    .collect();
                 SandboxRow {
                     status: subscription.status.as_str(),
-                    active: subscription.status == SubscriptionStatus::Active,
                     subscription: subscription.id,
                     interval,
+                    quantity: subscription.quantity,
+                    other_prices,
+                    simulated_date: simulated_date.clone(),
+                    trial: license.as_ref().is_some_and(|l| l.is_trial),
+                    max_activations: license.as_ref().map(|l| l.max_activations),
                     license_key,
                     valid_until: license.as_ref().and_then(|l| l.validity_period).map(|d| d.to_string()),
                     enabled: license.as_ref().map(|l| l.enabled),
@@ -107,21 +133,59 @@ impl DemoPanel {
         SandboxView { rows, deliveries_pending: self.stripe().deliveries_pending() }
     }
 
+    /// Does `action` to the subscription in the Stripe simulator, then waits, at most
+    /// [`DELIVERY_WAIT`], for the app to have handled the webhooks it sent.
+    pub async fn act(&self, subscription: &str, action: Action) -> Result<(), StripeSimError> {
+        let stripe = self.stripe();
+        match action {
+            Action::Renew => stripe.renew(subscription).map(drop)?,
+            Action::DeclineRenewal => stripe.renew_declined(subscription).map(drop)?,
+            Action::RetryPayment { succeeds } => stripe.retry_payment(subscription, succeeds).map(drop)?,
+            Action::Pause => stripe.pause(subscription).map(drop)?,
+            Action::Resume => stripe.resume(subscription).map(drop)?,
+            Action::SetSeats(quantity) => stripe.set_quantity(subscription, quantity).map(drop)?,
+            Action::SwitchPrice(ref price) => stripe.switch_price(subscription, price).map(drop)?,
+            Action::Cancel => stripe.cancel(subscription).map(drop)?,
+        }
+        stripe.wait_for_deliveries_idle(DELIVERY_WAIT).await;
+        Ok(())
+    }
+
     /// Bills the subscription's next period (the simulator emits the renewal `invoice.paid`) and
     /// waits, at most [`DELIVERY_WAIT`], for the app to have handled it.
     pub async fn renew(&self, subscription: &str) -> Result<(), StripeSimError> {
-        self.stripe().renew(subscription)?;
-        self.stripe().wait_for_deliveries_idle(DELIVERY_WAIT).await;
-        Ok(())
+        self.act(subscription, Action::Renew).await
     }
 
     /// Cancels the subscription (the simulator emits `customer.subscription.deleted`) and waits,
     /// at most [`DELIVERY_WAIT`], for the app to have handled it.
     pub async fn cancel(&self, subscription: &str) -> Result<(), StripeSimError> {
-        self.stripe().cancel(subscription)?;
+        self.act(subscription, Action::Cancel).await
+    }
+
+    /// A new subscription of the first price with a 14-day trial, as if bought through a payment
+    /// link with `subscription_data[trial_period_days]=14`.
+    pub async fn start_trial(&self) -> Result<(), StripeSimError> {
+        let price = self.stripe().prices().into_iter().find(|price| price.recurring).map(|price| price.id);
+        let price = price.ok_or_else(|| StripeSimError::UnknownPrice("a recurring price".to_owned()))?;
+        let options = SubscribeOptions { trial_days: Some(14), ..SubscribeOptions::default() };
+        self.stripe().create_subscription_with(&price, options)?;
         self.stripe().wait_for_deliveries_idle(DELIVERY_WAIT).await;
         Ok(())
     }
+}
+
+/// What a sandbox button does to a subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Renew,
+    DeclineRenewal,
+    RetryPayment { succeeds: bool },
+    Pause,
+    Resume,
+    SetSeats(u32),
+    SwitchPrice(String),
+    Cancel,
 }
 
 impl StorePanel for DemoPanel {
@@ -139,17 +203,55 @@ impl StorePanel for DemoPanel {
 /// then sends the browser back to `/`, so the page shows the result.
 pub fn routes(panel: Arc<DemoPanel>) -> Router {
     Router::new()
-        .route("/sandbox/subscriptions/{id}/renew", post(renew))
-        .route("/sandbox/subscriptions/{id}/cancel", post(cancel))
+        .route("/sandbox/trial", post(trial))
+        .route("/sandbox/subscriptions/{id}/{action}", post(act))
         .with_state(panel)
 }
 
-async fn renew(State(panel): State<Arc<DemoPanel>>, Path(id): Path<String>) -> Response {
-    back_home(panel.renew(&id).await)
+async fn trial(State(panel): State<Arc<DemoPanel>>) -> Response {
+    back_home(panel.start_trial().await)
 }
 
-async fn cancel(State(panel): State<Arc<DemoPanel>>, Path(id): Path<String>) -> Response {
-    back_home(panel.cancel(&id).await)
+async fn act(
+    State(panel): State<Arc<DemoPanel>>,
+    Path((id, action)): Path<(String, String)>,
+    form: Bytes,
+) -> Response {
+    let field = |name: &str| {
+        url::form_urlencoded::parse(&form).find(|(key, _)| key == name).map(|(_, value)| value.into_owned())
+    };
+    let action = match action.as_str() {
+        "renew" => Action::Renew,
+        "decline" => Action::DeclineRenewal,
+        "retry-paid" => Action::RetryPayment { succeeds: true },
+        "retry-declined" => Action::RetryPayment { succeeds: false },
+        "pause" => Action::Pause,
+        "resume" => Action::Resume,
+        "cancel" => Action::Cancel,
+        "seats" => match field("quantity")
+            .and_then(|q| q.trim().parse::<u32>().ok())
+            .filter(|q| (1..=99).contains(q))
+        {
+            Some(quantity) => Action::SetSeats(quantity),
+            None => {
+                return sandbox_refusal(
+                    StatusCode::BAD_REQUEST,
+                    "seats: a whole number from 1 to 99".to_owned(),
+                );
+            }
+        },
+        "price" => match field("price") {
+            Some(price) => Action::SwitchPrice(price),
+            None => {
+                return sandbox_refusal(
+                    StatusCode::BAD_REQUEST,
+                    "price: which price to switch to".to_owned(),
+                );
+            }
+        },
+        _ => return sandbox_refusal(StatusCode::NOT_FOUND, format!("no such sandbox action: {action}")),
+    };
+    back_home(panel.act(&id, action).await)
 }
 
 /// 303 to the home page, or a page saying why the simulator refused.
@@ -160,9 +262,13 @@ fn back_home(result: Result<(), StripeSimError>) -> Response {
     };
     let status = match error {
         StripeSimError::UnknownSubscription(_) => StatusCode::NOT_FOUND,
-        StripeSimError::Canceled(_) => StatusCode::CONFLICT,
+        StripeSimError::Canceled(_) | StripeSimError::NotAllowed(_) => StatusCode::CONFLICT,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    let page = ErrorPage { title: "The sandbox could not do that".to_owned(), message: error.to_string() };
+    sandbox_refusal(status, error.to_string())
+}
+
+fn sandbox_refusal(status: StatusCode, message: String) -> Response {
+    let page = ErrorPage { title: "The sandbox could not do that".to_owned(), message };
     (status, page).into_response()
 }

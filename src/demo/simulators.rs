@@ -18,7 +18,7 @@ pub struct Simulators {
 }
 
 impl Simulators {
-    /// Starts both. A server using them sells the first configured price, of the first product,
+    /// Starts both. A server using them sells every configured price, of the first product,
     /// and checks webhooks against `webhook_secret` (what the Stripe simulator's
     /// [`WebhookTarget`](sim::stripe::WebhookTarget), if any, signs with).
     pub async fn start(
@@ -26,14 +26,15 @@ impl Simulators {
         licensespring: LicenseSpringSimConfig,
         webhook_secret: &str,
     ) -> io::Result<Simulators> {
-        let price = stripe.prices.first().map(|price| price.id.clone()).unwrap_or_default();
+        let prices: Vec<&str> = stripe.prices.iter().filter(|p| p.recurring).map(|p| p.id.as_str()).collect();
+        let prices = prices.join(",");
         let product = licensespring.products.first().cloned().unwrap_or_default();
         let mut settings = vec![
             ("API_MANAGAMENT_KEY", licensespring.api_key.clone()),
             ("PRODUCT_SHORT_CODE", product),
             ("ORDER_BASE_STRING", ORDER_BASE_STRING.to_owned()),
             ("STRIPE_PRIVATE_KEY", stripe.api_key.clone()),
-            ("STRIPE_PRODUCT", price),
+            ("STRIPE_PRODUCT", prices),
             ("STRIPE_SECRET", webhook_secret.to_owned()),
         ];
         let stripe = stripe::start(stripe).await?;

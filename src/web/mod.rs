@@ -3,26 +3,26 @@
 //! What a deployment adds (the sandbox's panel and its controls, in demo mode) comes in from
 //! outside as a [`StorePanel`] and a router of its own: this module depends on nothing above it.
 
+mod store;
 mod webhooks;
+
+pub use store::{PriceCatalog, PriceOption};
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::Json;
 use axum::Router;
-use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use axum::routing::get;
-use serde_json::json;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 use tracing::field::Empty;
 
-use crate::billing::Billing;
+use crate::billing::{Billing, BillingConfig, LicensePolicy};
 use crate::cache::SubscriptionCache;
 use crate::licensespring::LicenseSpringClient;
 use crate::settings::{Secret, Settings};
@@ -79,7 +79,8 @@ pub struct Extras {
 pub struct AppState(Arc<AppContext>);
 
 pub struct AppContext {
-    pub stripe_price_id: String,
+    /// The configured prices, as the store's buttons show them.
+    pub prices: Arc<PriceCatalog>,
     pub webhook_secrets: Vec<Secret>,
     pub webhook_tolerance: Duration,
     pub billing: Billing<SubscriptionCache>,
@@ -105,19 +106,26 @@ impl AppState {
             settings.upstream_timeout,
         );
         AppState(Arc::new(AppContext {
-            stripe_price_id: settings.stripe_price_id.clone(),
+            prices: Arc::new(PriceCatalog::new(&settings.stripe_price_ids)),
             webhook_secrets: settings.webhook_secrets.clone(),
             webhook_tolerance: settings.webhook_tolerance,
-            billing: Billing::new(
-                stripe,
-                licensespring,
-                cache,
-                settings.product_short_code.clone(),
-                settings.order_base_string.clone(),
-            ),
+            billing: Billing::new(stripe, licensespring, cache, billing_config(settings)),
             body_permits: tokio::sync::Semaphore::new(MAX_BODIES_IN_MEMORY),
             panel,
         }))
+    }
+}
+
+/// What the billing flows take from the settings.
+pub fn billing_config(settings: &Settings) -> BillingConfig {
+    BillingConfig {
+        product_short_code: settings.product_short_code.clone(),
+        order_base_string: settings.order_base_string.clone(),
+        policy: LicensePolicy {
+            prices: settings.stripe_price_ids.clone(),
+            grace_days: settings.grace_days,
+            activations_per_seat: settings.activations_per_seat,
+        },
     }
 }
 
@@ -131,8 +139,11 @@ impl std::ops::Deref for AppState {
 /// Every route, with `extra_routes` (a deployment's own) merged in.
 pub fn router(state: AppState, extra_routes: Router) -> Router {
     Router::new()
-        .route("/", get(home))
-        .route("/create-payment-link", get(create_payment_link_json).post(create_payment_link_redirect))
+        .route("/", get(store::home))
+        .route(
+            "/create-payment-link",
+            get(store::create_payment_link_json).post(store::create_payment_link_redirect),
+        )
         .route("/healthz", get(healthz))
         .merge(webhooks::router())
         .with_state(state)
@@ -182,46 +193,12 @@ pub(crate) fn note(field: &'static str, value: &dyn std::fmt::Display) {
     Span::current().record(field, tracing::field::display(value));
 }
 
-#[derive(Template, WebTemplate)]
-#[template(path = "home.html")]
-struct HomePage {
-    panel: PanelHtml,
-}
-
-async fn home(State(state): State<AppState>) -> HomePage {
-    HomePage { panel: state.panel.as_ref().map(|panel| panel.render()).unwrap_or_default() }
-}
-
 /// A page saying what went wrong, with a link back to the store.
 #[derive(Template, WebTemplate)]
 #[template(path = "error.html")]
 pub struct ErrorPage {
     pub title: String,
     pub message: String,
-}
-
-async fn create_payment_link_json(State(state): State<AppState>) -> Response {
-    match state.billing.stripe().create_payment_link(&state.stripe_price_id).await {
-        Ok(link) => Json(json!({ "url": link.url })).into_response(),
-        Err(error) => {
-            note("error", &error);
-            (StatusCode::BAD_GATEWAY, Json(json!({ "error": error.to_string() }))).into_response()
-        }
-    }
-}
-
-async fn create_payment_link_redirect(State(state): State<AppState>) -> Response {
-    match state.billing.stripe().create_payment_link(&state.stripe_price_id).await {
-        Ok(link) => Redirect::to(&link.url).into_response(),
-        Err(error) => {
-            note("error", &error);
-            let page = ErrorPage {
-                title: "The payment link could not be created".to_owned(),
-                message: error.to_string(),
-            };
-            (StatusCode::BAD_GATEWAY, page).into_response()
-        }
-    }
 }
 
 async fn healthz() -> &'static str {

@@ -18,6 +18,24 @@ use crate::model::{BillingInterval, IntervalUnit, LicenseKey, SubscriptionId};
 pub const INVOICE_PAID: &str = "invoice.paid";
 /// The `type` of an ended subscription event.
 pub const SUBSCRIPTION_DELETED: &str = "customer.subscription.deleted";
+/// Any change of a subscription: status, items, trial, cancellation, metadata, period.
+pub const SUBSCRIPTION_UPDATED: &str = "customer.subscription.updated";
+/// The subscription entered `status=paused`.
+pub const SUBSCRIPTION_PAUSED: &str = "customer.subscription.paused";
+/// The subscription left `status=paused`.
+pub const SUBSCRIPTION_RESUMED: &str = "customer.subscription.resumed";
+/// A payment attempt of an invoice failed (Stripe retries; the status change comes as an update).
+pub const INVOICE_PAYMENT_FAILED: &str = "invoice.payment_failed";
+
+/// Every event type the server handles: what to subscribe the webhook endpoint to.
+pub const HANDLED_EVENT_TYPES: [&str; 6] = [
+    INVOICE_PAID,
+    INVOICE_PAYMENT_FAILED,
+    SUBSCRIPTION_UPDATED,
+    SUBSCRIPTION_PAUSED,
+    SUBSCRIPTION_RESUMED,
+    SUBSCRIPTION_DELETED,
+];
 
 /// A verified Stripe event, reduced to what the server needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +51,9 @@ pub struct Event {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventKind {
     InvoicePaid(InvoicePaid),
+    InvoicePaymentFailed(InvoicePaymentFailed),
+    /// `customer.subscription.updated`, `.paused` or `.resumed`.
+    SubscriptionChanged(SubscriptionChanged),
     SubscriptionDeleted(SubscriptionDeleted),
     /// Any other event type: answered 200 and otherwise left alone.
     Ignored,
@@ -43,6 +64,8 @@ impl Event {
     pub fn subscription(&self) -> Option<&SubscriptionId> {
         match &self.kind {
             EventKind::InvoicePaid(invoice) => invoice.subscription.as_ref().map(|s| &s.id),
+            EventKind::InvoicePaymentFailed(failed) => failed.subscription.as_ref(),
+            EventKind::SubscriptionChanged(changed) => Some(&changed.id),
             EventKind::SubscriptionDeleted(deleted) => Some(&deleted.id),
             EventKind::Ignored => None,
         }
@@ -56,6 +79,49 @@ pub struct InvoicePaid {
     pub billing_reason: Option<BillingReason>,
     /// `None` for an invoice that belongs to no subscription (a one-off invoice): nothing to do.
     pub subscription: Option<InvoiceSubscription>,
+    /// What was charged, in the currency's smallest unit: 0 for a trial's first invoice.
+    pub amount_paid: Option<i64>,
+}
+
+/// An `invoice.payment_failed` event: logged; the license follows the status change that Stripe
+/// sends as `customer.subscription.updated`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvoicePaymentFailed {
+    pub subscription: Option<SubscriptionId>,
+    /// How many attempts have failed so far.
+    pub attempt_count: Option<u32>,
+}
+
+/// A `customer.subscription.updated`, `.paused` or `.resumed` event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionChanged {
+    pub id: SubscriptionId,
+    pub change: SubscriptionChange,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubscriptionChange {
+    /// The names in `data.previous_attributes`: what changed (`None` when Stripe sent none).
+    Updated {
+        changed: Option<Vec<String>>,
+    },
+    Paused,
+    Resumed,
+}
+
+impl SubscriptionChange {
+    /// Whether the license may depend on what changed: anything but the subscription's metadata
+    /// (which changes when this server writes the key).
+    pub fn may_affect_the_license(&self) -> bool {
+        match self {
+            SubscriptionChange::Updated { changed: Some(changed) } => {
+                changed.iter().any(|name| name != "metadata")
+            }
+            SubscriptionChange::Updated { changed: None }
+            | SubscriptionChange::Paused
+            | SubscriptionChange::Resumed => true,
+        }
+    }
 }
 
 /// What a paid invoice says about its subscription.
@@ -133,9 +199,21 @@ pub fn parse_event(body: &[u8]) -> Result<Event, EventError> {
     let event_type = required(envelope.event_type, "type")?;
     let kind = match event_type.as_str() {
         INVOICE_PAID => EventKind::InvoicePaid(data_object::<RawInvoice>(body)?.into_event()?),
+        INVOICE_PAYMENT_FAILED => {
+            EventKind::InvoicePaymentFailed(data_object::<RawInvoice>(body)?.into_payment_failed())
+        }
         SUBSCRIPTION_DELETED => {
             EventKind::SubscriptionDeleted(data_object::<RawSubscription>(body)?.into_event()?)
         }
+        SUBSCRIPTION_UPDATED => {
+            let raw: RawData<RawSubscriptionId> = serde_json::from_slice(body)?;
+            let data = raw.data.ok_or(EventError::MissingField("data.object"))?;
+            let changed = data.previous_attributes.map(|attributes| attributes.into_keys().collect());
+            let object = data.object.ok_or(EventError::MissingField("data.object"))?;
+            subscription_changed(object, SubscriptionChange::Updated { changed })?
+        }
+        SUBSCRIPTION_PAUSED => subscription_changed(data_object(body)?, SubscriptionChange::Paused)?,
+        SUBSCRIPTION_RESUMED => subscription_changed(data_object(body)?, SubscriptionChange::Resumed)?,
         _ => EventKind::Ignored,
     };
     Ok(Event { id, event_type, kind })
@@ -145,6 +223,14 @@ pub fn parse_event(body: &[u8]) -> Result<Event, EventError> {
 fn data_object<T: DeserializeOwned>(body: &[u8]) -> Result<T, EventError> {
     let raw: RawData<T> = serde_json::from_slice(body)?;
     raw.data.and_then(|data| data.object).ok_or(EventError::MissingField("data.object"))
+}
+
+fn subscription_changed(
+    object: RawSubscriptionId,
+    change: SubscriptionChange,
+) -> Result<EventKind, EventError> {
+    let id = SubscriptionId(required(object.id, "data.object.id")?);
+    Ok(EventKind::SubscriptionChanged(SubscriptionChanged { id, change }))
 }
 
 fn required<T>(value: Option<T>, field: &'static str) -> Result<T, EventError> {
@@ -173,11 +259,20 @@ struct RawData<T> {
 #[derive(Deserialize)]
 struct RawDataObject<T> {
     object: Option<T>,
+    /// Only the names are read.
+    previous_attributes: Option<std::collections::BTreeMap<String, IgnoredAny>>,
+}
+
+#[derive(Deserialize)]
+struct RawSubscriptionId {
+    id: Option<String>,
 }
 
 #[derive(Deserialize)]
 struct RawInvoice {
     billing_reason: Option<String>,
+    amount_paid: Option<i64>,
+    attempt_count: Option<u32>,
     /// Pre-basil: the subscription id, or the subscription itself when expanded.
     subscription: Option<ExpandableId>,
     /// Pre-basil: the metadata snapshot.
@@ -273,19 +368,32 @@ impl RawInvoice {
             None => (None, None),
         };
         let Some(ExpandableId(subscription_id)) = details_subscription.or(self.subscription) else {
-            return Ok(InvoicePaid { billing_reason, subscription: None });
+            return Ok(InvoicePaid { billing_reason, subscription: None, amount_paid: self.amount_paid });
         };
         let license_key = snapshot.and_then(RawMetadata::license_key);
         let lines = required(self.lines.and_then(|lines| lines.data), "data.object.lines.data")?;
         let paid_until = paid_until(&lines)?;
         Ok(InvoicePaid {
             billing_reason,
+            amount_paid: self.amount_paid,
             subscription: Some(InvoiceSubscription {
                 id: SubscriptionId(subscription_id),
                 paid_until,
                 license_key,
             }),
         })
+    }
+}
+
+impl RawInvoice {
+    fn into_payment_failed(self) -> InvoicePaymentFailed {
+        let details =
+            self.parent.and_then(|parent| parent.subscription_details).or(self.subscription_details);
+        let subscription = details.and_then(|details| details.subscription).or(self.subscription);
+        InvoicePaymentFailed {
+            subscription: subscription.map(|ExpandableId(id)| SubscriptionId(id)),
+            attempt_count: self.attempt_count,
+        }
     }
 }
 
@@ -537,10 +645,84 @@ mod tests {
     }
 
     #[test]
+    fn lifecycle_events_name_their_subscription_and_what_changed() {
+        let updated = |previous: Option<Value>| {
+            let mut data = json!({"object": {"id": "sub_1", "object": "subscription", "status": "past_due"}});
+            if let Some(previous) = previous {
+                data["previous_attributes"] = previous;
+            }
+            let body = json!({"id": "evt_1", "type": "customer.subscription.updated", "data": data});
+            match parse_json(&body).unwrap().kind {
+                EventKind::SubscriptionChanged(changed) => changed,
+                other => panic!("expected a subscription change, got {other:?}"),
+            }
+        };
+        let metadata_only = updated(Some(json!({"metadata": {"license_key": null}})));
+        assert_eq!(metadata_only.id.as_str(), "sub_1");
+        assert!(!metadata_only.change.may_affect_the_license(), "the key this server wrote");
+        let status = updated(Some(json!({"status": "active", "metadata": {}})));
+        assert_eq!(
+            status.change,
+            SubscriptionChange::Updated { changed: Some(vec!["metadata".into(), "status".into()]) }
+        );
+        assert!(status.change.may_affect_the_license());
+        assert!(updated(None).change.may_affect_the_license(), "nothing said: look");
+
+        for (event_type, change) in [
+            ("customer.subscription.paused", SubscriptionChange::Paused),
+            ("customer.subscription.resumed", SubscriptionChange::Resumed),
+        ] {
+            let body = json!({"id": "evt_2", "type": event_type, "data": {"object": {"id": "sub_2"}}});
+            let event = parse_json(&body).unwrap();
+            assert_eq!(event.subscription().map(SubscriptionId::as_str), Some("sub_2"));
+            assert_eq!(
+                event.kind,
+                EventKind::SubscriptionChanged(SubscriptionChanged {
+                    id: SubscriptionId("sub_2".into()),
+                    change
+                })
+            );
+        }
+        let no_id = json!({"id": "evt_3", "type": "customer.subscription.paused", "data": {"object": {}}});
+        assert_eq!(missing_field(parse_json(&no_id)), "data.object.id");
+    }
+
+    #[test]
+    fn a_failed_payment_names_its_subscription_and_attempt_in_both_generations() {
+        for (object, generation) in [
+            (json!({"id": "in_1", "subscription": "sub_1", "attempt_count": 2}), "acacia"),
+            (
+                json!({"id": "in_1", "attempt_count": 2,
+                       "parent": {"subscription_details": {"subscription": "sub_1"}}}),
+                "basil",
+            ),
+        ] {
+            let body = json!({"id": "evt_1", "type": "invoice.payment_failed", "data": {"object": object}});
+            let expected = InvoicePaymentFailed {
+                subscription: Some(SubscriptionId("sub_1".into())),
+                attempt_count: Some(2),
+            };
+            assert_eq!(
+                parse_json(&body).unwrap().kind,
+                EventKind::InvoicePaymentFailed(expected),
+                "{generation}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_paid_invoice_says_what_was_charged() {
+        let first = invoice_paid(parse_event(&fixture("basil", "invoice.paid.subscription_create")).unwrap());
+        assert!(first.amount_paid.is_some(), "the fixture's amount_paid is read");
+        let mut trial = fixture_json("basil", "invoice.paid.subscription_create");
+        trial["data"]["object"]["amount_paid"] = json!(0);
+        assert_eq!(invoice_paid(parse_json(&trial).unwrap()).amount_paid, Some(0));
+    }
+
+    #[test]
     fn other_event_types_are_ignored_whatever_their_data() {
         for data in [json!({"object": {"id": "sub_1", "items": 5}}), json!(null), json!("?")] {
-            let body =
-                json!({"id": "evt_1", "type": "customer.subscription.updated", "created": 1, "data": data});
+            let body = json!({"id": "evt_1", "type": "customer.subscription.trial_will_end", "created": 1, "data": data});
             let event = parse_json(&body).unwrap();
             assert_eq!(event.kind, EventKind::Ignored);
         }

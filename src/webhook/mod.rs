@@ -7,7 +7,7 @@ pub mod event;
 pub mod signature;
 
 pub use event::{
-    BillingReason, Event, EventError, EventKind, InvoicePaid, InvoiceSubscription, SubscriptionDeleted,
-    parse_event,
+    BillingReason, Event, EventError, EventKind, HANDLED_EVENT_TYPES, InvoicePaid, InvoicePaymentFailed,
+    InvoiceSubscription, SubscriptionChange, SubscriptionChanged, SubscriptionDeleted, parse_event,
 };
 pub use signature::{SignatureError, verify};

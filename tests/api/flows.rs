@@ -7,7 +7,7 @@ use reqwest::Method;
 use std::time::Duration;
 
 use sim::licensespring::{LicenseSpringSimConfig, SimLicense};
-use sim::stripe::{ApiGeneration, Interval, SimEvent, SimPrice, StripeSimConfig};
+use sim::stripe::{AfterFailedPayments, ApiGeneration, Interval, SimEvent, SimPrice, StripeSimConfig};
 use sim::{Fault, FaultKind};
 use stripe_licensespring::demo::Simulators;
 use stripe_licensespring::model::{LicenseKey, SubscriptionId};
@@ -25,6 +25,8 @@ pub const YEARLY: &str = "price_1TestYearly00000001";
 pub struct World {
     pub simulators: Simulators,
     pub app: TestApp,
+    /// The settings the test changed, kept for a restart.
+    overrides: Vec<(&'static str, String)>,
 }
 
 impl std::ops::Deref for World {
@@ -38,6 +40,9 @@ pub struct WorldOptions {
     pub generation: ApiGeneration,
     pub licensespring: LicenseSpringSimConfig,
     pub settings: Vec<(&'static str, String)>,
+    /// Prices the Stripe simulator has besides the five below.
+    pub extra_prices: Vec<SimPrice>,
+    pub after_failed_payments: AfterFailedPayments,
 }
 
 impl Default for WorldOptions {
@@ -50,6 +55,8 @@ impl Default for WorldOptions {
                 ..LicenseSpringSimConfig::default()
             },
             settings: Vec::new(),
+            extra_prices: Vec::new(),
+            after_failed_payments: AfterFailedPayments::Unpaid,
         }
     }
 }
@@ -62,29 +69,37 @@ impl World {
     pub async fn start_with(options: WorldOptions) -> World {
         let stripe = StripeSimConfig {
             api_key: STRIPE_KEY.to_owned(),
-            prices: vec![
+            prices: [
                 SimPrice::new(PRICE_ID, Interval::Month, 1),
                 SimPrice::new(DAILY, Interval::Day, 1),
                 SimPrice::new(WEEKLY, Interval::Week, 1),
                 SimPrice::new(QUARTERLY, Interval::Month, 3),
-                SimPrice::new(YEARLY, Interval::Year, 1),
-            ],
+                SimPrice::new(YEARLY, Interval::Year, 1).with_amount(5_000),
+            ]
+            .into_iter()
+            .chain(options.extra_prices)
+            .collect(),
             generation: options.generation,
+            after_failed_payments: options.after_failed_payments,
             ..StripeSimConfig::default()
         };
         let simulators =
             Simulators::start(stripe, options.licensespring, WEBHOOK_SECRET).await.expect("simulators start");
-        let mut settings = TestSettings::for_simulators(&simulators);
-        for (name, value) in &options.settings {
+        let app = TestApp::spawn(World::settings(&simulators, &options.settings)).await;
+        World { simulators, app, overrides: options.settings }
+    }
+
+    fn settings(simulators: &Simulators, overrides: &[(&'static str, String)]) -> TestSettings {
+        let mut settings = TestSettings::for_simulators(simulators);
+        for (name, value) in overrides {
             settings = settings.set(name, value);
         }
-        let app = TestApp::spawn(settings).await;
-        World { simulators, app }
+        settings
     }
 
     /// Starts a second app on the same simulators with a cache of its own (a lost cache).
     pub async fn restart_with_empty_cache(&mut self) {
-        self.app = TestApp::spawn(TestSettings::for_simulators(&self.simulators)).await;
+        self.app = TestApp::spawn(World::settings(&self.simulators, &self.overrides)).await;
     }
 
     /// POSTs the event to `/webhooks`, signed now with the webhook secret, as Stripe does.
@@ -474,7 +489,7 @@ async fn unknown_events_and_one_off_invoices_call_no_upstream() {
 
     let mut updated = first.clone();
     let mut json = first.json();
-    json["type"] = "customer.subscription.updated".into();
+    json["type"] = "customer.subscription.trial_will_end".into();
     updated.body = serde_json::to_vec_pretty(&json).unwrap();
     world.deliver_ok(&updated).await;
 

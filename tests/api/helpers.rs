@@ -99,6 +99,21 @@ impl TestApp {
         TestApp { address, http, settings, shutdown: Some(tx) }
     }
 
+    /// The app with `stripe` answering as Stripe: the start reads each configured price (answered
+    /// here, monthly USD 5.00), then the upstream's log is cleared, so a test sees its own requests.
+    pub async fn spawn_with_scripted_stripe(settings: TestSettings, stripe: &ScriptedUpstream) -> TestApp {
+        let prices = settings.settings().stripe_price_ids;
+        for price in &prices {
+            stripe.push(Scripted::json(200, price_json(price)));
+        }
+        let app = TestApp::spawn(settings).await;
+        let read: Vec<String> = stripe.requests().iter().map(|r| r.path.clone()).collect();
+        let expected: Vec<String> = prices.iter().map(|price| format!("/v1/prices/{price}")).collect();
+        assert_eq!(read, expected, "the start reads each configured price once");
+        stripe.clear_requests();
+        app
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.address, path)
     }
@@ -133,6 +148,15 @@ impl TestApp {
 /// signs: HMAC-SHA256 of `"{t}.{body}"`, keyed by the whole secret, as lower-case hex.
 pub fn sign(body: &[u8], secret: &str, t: i64) -> String {
     sim::sign_stripe_payload(body, secret, t)
+}
+
+/// Stripe's answer for a recurring price: USD 5.00 a month.
+pub fn price_json(id: &str) -> serde_json::Value {
+    serde_json::json!({
+        "id": id, "object": "price", "active": true, "currency": "usd", "unit_amount": 500,
+        "type": "recurring", "recurring": {"interval": "month", "interval_count": 1},
+        "product": "prod_1Test"
+    })
 }
 
 /// The current Unix time, for signing.
@@ -229,6 +253,11 @@ impl ScriptedUpstream {
 
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.script.lock().unwrap().requests.clone()
+    }
+
+    /// Forgets the requests received so far.
+    pub fn clear_requests(&self) {
+        self.script.lock().unwrap().requests.clear();
     }
 }
 

@@ -6,7 +6,11 @@ use crate::helpers::*;
 
 async fn app_with_stripe() -> (TestApp, ScriptedUpstream) {
     let stripe = ScriptedUpstream::start().await;
-    let app = TestApp::spawn(TestSettings::new(&stripe.base_url, "http://127.0.0.1:9")).await;
+    let app = TestApp::spawn_with_scripted_stripe(
+        TestSettings::new(&stripe.base_url, "http://127.0.0.1:9"),
+        &stripe,
+    )
+    .await;
     (app, stripe)
 }
 
@@ -26,7 +30,8 @@ async fn home_page_offers_a_form_that_posts_to_create_payment_link() {
     let page = response.text().await.unwrap();
     assert!(page.starts_with("<!DOCTYPE html>"), "HTML5 doctype");
     assert!(page.contains(r#"<form method="post" action="/create-payment-link">"#), "{page}");
-    assert!(page.contains("Create Payment Link"));
+    assert!(page.contains(&format!(r#"<input type="hidden" name="price" value="{PRICE_ID}">"#)), "{page}");
+    assert!(page.contains("Subscribe: USD 5.00 / month"), "the price read at start: {page}");
     assert!(stripe.requests().is_empty(), "rendering the page calls nobody");
 }
 

@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 use chrono::NaiveDate;
 use serde_json::json;
 use stripe_licensespring::licensespring::{
-    LicenseSpringCall, LicenseSpringClient, LicenseSpringError, LicenseValidity,
+    LicenseChange, LicenseSpringCall, LicenseSpringClient, LicenseSpringError, LicenseValidity,
+    NewLicenseTerms,
 };
 use stripe_licensespring::model::{LicenseId, LicenseKey};
 use stripe_licensespring::settings::Secret;
@@ -15,6 +16,16 @@ use crate::helpers::*;
 const KEY: &str = "G8HA-SRRZ-A6WK-TJWB";
 const LICENSE_ID: LicenseId = LicenseId(1764000000123456);
 const ORDER_ID: &str = "stripe-license-sub_1TestLicense0000000001";
+
+/// A paid (not trial) license valid until that day, with LicenseSpring's default seats.
+fn terms(y: i32, m: u32, d: u32) -> NewLicenseTerms {
+    NewLicenseTerms { valid_until: date(y, m, d), is_trial: false, max_activations: None }
+}
+
+/// A validity change of a paid license.
+fn validity(validity: LicenseValidity) -> LicenseChange {
+    LicenseChange { is_trial: Some(false), validity: Some(validity), ..LicenseChange::default() }
+}
 
 async fn client() -> (LicenseSpringClient, ScriptedUpstream) {
     let upstream = ScriptedUpstream::start().await;
@@ -93,7 +104,8 @@ async fn create_order_sends_one_subscription_license_and_reads_its_id() {
             {"id": LICENSE_ID.0, "license_key": KEY, "license_type": "subscription"}]}]}),
     ));
 
-    let id = client.create_order(ORDER_ID, PRODUCT_CODE, &key(), date(2025, 12, 24)).await.expect("created");
+    let id =
+        client.create_order(ORDER_ID, PRODUCT_CODE, &key(), &terms(2025, 12, 24)).await.expect("created");
     assert_eq!(id, LICENSE_ID);
     let requests = upstream.requests();
     assert_eq!(requests.len(), 1, "the id was in the answer: no lookup");
@@ -103,6 +115,23 @@ async fn create_order_sends_one_subscription_license_and_reads_its_id() {
         json!({"id": ORDER_ID, "items": [{"product_code": PRODUCT_CODE, "licenses": [
             {"key": KEY, "license_type": "subscription", "is_trial": false, "validity_period": "2025-12-24"}]}]}),
         "exactly this: is_trial a boolean, no append"
+    );
+}
+
+#[tokio::test]
+async fn create_order_sends_a_trial_and_seats_when_asked() {
+    let (client, upstream) = client().await;
+    upstream.push(Scripted::json(
+        200,
+        json!({"order_items": [{"licenses": [{"id": LICENSE_ID.0, "license_key": KEY}]}]}),
+    ));
+    let trial = NewLicenseTerms { valid_until: date(2026, 2, 7), is_trial: true, max_activations: Some(6) };
+    client.create_order(ORDER_ID, PRODUCT_CODE, &key(), &trial).await.expect("created");
+    assert_eq!(
+        upstream.requests()[0].body_json().expect("a JSON body"),
+        json!({"id": ORDER_ID, "items": [{"product_code": PRODUCT_CODE, "licenses": [
+            {"key": KEY, "license_type": "subscription", "is_trial": true, "validity_period": "2026-02-07",
+             "max_activations": 6}]}]})
     );
 }
 
@@ -119,7 +148,7 @@ async fn create_order_without_a_license_id_in_the_answer_finds_the_license_by_ke
         upstream.push(list_of(vec![license_json(json!("2025-12-24"))]));
 
         let id =
-            client.create_order(ORDER_ID, PRODUCT_CODE, &key(), date(2025, 12, 24)).await.expect("created");
+            client.create_order(ORDER_ID, PRODUCT_CODE, &key(), &terms(2025, 12, 24)).await.expect("created");
         assert_eq!(id, LICENSE_ID);
         let requests = upstream.requests();
         assert_eq!(requests.len(), 2);
@@ -133,7 +162,7 @@ async fn create_order_accepted_but_no_license_listed_is_a_retryable_error() {
     upstream.push(Scripted::json(200, json!({})));
     upstream.push(list_of(vec![]));
     let error =
-        client.create_order(ORDER_ID, PRODUCT_CODE, &key(), date(2025, 12, 24)).await.expect_err("none");
+        client.create_order(ORDER_ID, PRODUCT_CODE, &key(), &terms(2025, 12, 24)).await.expect_err("none");
     assert!(matches!(error, LicenseSpringError::LicenseNotListed { .. }), "{error}");
     assert!(error.is_retryable());
     assert!(!error.is_order_refusal());
@@ -144,7 +173,7 @@ async fn a_refused_create_order_is_recognisable_and_not_followed_by_a_lookup() {
     let (client, upstream) = client().await;
     upstream.push(Scripted::json(400, json!({"detail": "Order with this id already exists."})));
     let error =
-        client.create_order(ORDER_ID, PRODUCT_CODE, &key(), date(2025, 12, 24)).await.expect_err("refused");
+        client.create_order(ORDER_ID, PRODUCT_CODE, &key(), &terms(2025, 12, 24)).await.expect_err("refused");
     assert!(error.is_order_refusal(), "{error:?}");
     assert!(!error.is_retryable());
     assert_eq!(error.status(), Some(400));
@@ -223,19 +252,22 @@ async fn retrieve_license_tolerates_missing_optional_fields() {
 }
 
 #[tokio::test]
-async fn update_license_validity_sends_one_validity_field_with_is_trial() {
+async fn update_license_sends_one_validity_field_with_is_trial() {
     let (client, upstream) = client().await;
     upstream.push(Scripted::json(200, license_json(json!("2026-01-24"))));
     upstream.push(Scripted::text(200, "")); // any 2xx is success, whatever the body
+    upstream.push(Scripted::json(200, license_json(json!("2026-01-24"))));
 
     client
-        .update_license_validity(LICENSE_ID, &LicenseValidity::Until(date(2026, 1, 24)))
+        .update_license(LICENSE_ID, &validity(LicenseValidity::Until(date(2026, 1, 24))))
         .await
         .expect("extended");
     client
-        .update_license_validity(LICENSE_ID, &LicenseValidity::Duration("1m".to_owned()))
+        .update_license(LICENSE_ID, &validity(LicenseValidity::Duration("1m".to_owned())))
         .await
         .expect("set");
+    let seats = LicenseChange { max_activations: Some(4), ..LicenseChange::default() };
+    client.update_license(LICENSE_ID, &seats).await.expect("seats");
 
     let requests = upstream.requests();
     assert_sent(&requests[0], "PATCH", "/api/v1/licenses/1764000000123456/", None);
@@ -247,6 +279,23 @@ async fn update_license_validity_sends_one_validity_field_with_is_trial() {
     assert_eq!(
         requests[1].body_json().expect("a JSON body"),
         json!({"is_trial": false, "valid_duration": "1m"})
+    );
+    assert_eq!(requests[2].body_json().expect("a JSON body"), json!({"max_activations": 4}));
+}
+
+#[tokio::test]
+async fn enable_license_posts_to_the_enable_route_without_a_body() {
+    let (client, upstream) = client().await;
+    upstream.push(Scripted::json(200, json!({"message": "License enabled."})));
+    client.enable_license(LICENSE_ID).await.expect("enabled");
+    let requests = upstream.requests();
+    assert_sent(&requests[0], "POST", "/api/v1/licenses/1764000000123456/enable/", None);
+    assert!(requests[0].body.is_empty());
+    upstream.push(Scripted::json(404, json!({"detail": "Not found."})));
+    let error = client.enable_license(LICENSE_ID).await.expect_err("404");
+    assert!(
+        error.to_string().starts_with("LicenseSpring answered 404 when asked to enable a license"),
+        "{error}"
     );
 }
 
@@ -283,7 +332,7 @@ async fn error_answers_carry_the_status_and_licensesprings_message() {
     assert_no_key(&error);
 
     let error = client
-        .update_license_validity(LICENSE_ID, &LicenseValidity::Duration("1m".into()))
+        .update_license(LICENSE_ID, &validity(LicenseValidity::Duration("1m".into())))
         .await
         .expect_err("500");
     assert_eq!(error.status(), Some(500));

@@ -5,8 +5,11 @@ mod flows;
 mod helpers;
 mod home;
 mod licensespring_client;
+mod lifecycle;
 #[path = "../common/server_process.rs"]
 mod server_process;
+#[path = "../common/spec_table.rs"]
+mod spec_table;
 mod startup;
 mod stripe_client;
 mod webhooks;

@@ -73,7 +73,7 @@ async fn retrieve_subscription_reads_both_payload_generations() {
         let sent = &requests[0];
         assert_eq!(sent.method, "GET");
         assert_eq!(sent.path, "/v1/subscriptions/sub_1TestLicense0000000001");
-        assert_eq!(sent.query, None);
+        assert_eq!(sent.query.as_deref(), Some("expand%5B%5D=latest_invoice"), "the latest invoice in place");
         assert_eq!(sent.header("authorization"), Some(format!("Bearer {STRIPE_KEY}").as_str()));
         assert!(sent.body.is_empty());
     }

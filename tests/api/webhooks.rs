@@ -16,7 +16,7 @@ async fn app() -> (TestApp, ScriptedUpstream) {
     let upstream = ScriptedUpstream::start().await;
     let settings = TestSettings::new(&upstream.base_url, &upstream.base_url)
         .set("STRIPE_SECRET", &format!("{FIRST_SECRET},{SECOND_SECRET}"));
-    (TestApp::spawn(settings).await, upstream)
+    (TestApp::spawn_with_scripted_stripe(settings, &upstream).await, upstream)
 }
 
 fn fixture(path: &str) -> Vec<u8> {
@@ -30,9 +30,10 @@ fn event(event_type: &str, object: Value) -> Vec<u8> {
     .into_bytes()
 }
 
-fn subscription_updated() -> Vec<u8> {
+/// An event type the server does not handle.
+fn trial_will_end() -> Vec<u8> {
     event(
-        "customer.subscription.updated",
+        "customer.subscription.trial_will_end",
         json!({"id": "sub_1TestLicense0000000001", "object": "subscription"}),
     )
 }
@@ -76,9 +77,9 @@ async fn handled_events_are_verified_then_handed_to_the_flows() {
 #[tokio::test]
 async fn other_event_types_succeed_untouched() {
     let (app, upstream) = app().await;
-    let body = subscription_updated();
+    let body = trial_will_end();
     let response = app.post_webhook(body.clone(), Some(&sign(&body, FIRST_SECRET, now()))).await;
-    assert_eq!(assert_answers(response, 200, "subscription updated").await, json!({"success": true}));
+    assert_eq!(assert_answers(response, 200, "trial will end").await, json!({"success": true}));
     assert!(upstream.requests().is_empty());
 }
 
@@ -98,7 +99,7 @@ async fn an_invoice_of_no_subscription_succeeds_untouched() {
 #[tokio::test]
 async fn the_second_secret_of_a_roll_is_accepted() {
     let (app, upstream) = app().await;
-    let body = subscription_updated();
+    let body = trial_will_end();
     let response = app.post_webhook(body.clone(), Some(&sign(&body, SECOND_SECRET, now()))).await;
     assert_eq!(assert_answers(response, 200, "second secret").await, json!({"success": true}));
 
@@ -160,7 +161,7 @@ async fn a_verified_body_that_is_not_an_event_is_refused() {
 async fn a_body_over_one_mebibyte_is_too_large() {
     let (app, upstream) = app().await;
     // Exactly 1 MiB passes: an ignored event padded with spaces.
-    let mut body = subscription_updated();
+    let mut body = trial_will_end();
     body.resize(1024 * 1024, b' ');
     let response = app.post_webhook(body.clone(), Some(&sign(&body, FIRST_SECRET, now()))).await;
     assert_answers(response, 200, "exactly 1 MiB").await;

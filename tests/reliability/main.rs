@@ -9,5 +9,7 @@ mod secrets;
 #[path = "../common/server_process.rs"]
 mod server_process;
 mod soak;
+#[path = "../common/spec_table.rs"]
+mod spec_table;
 mod support;
 mod upstream_faults;

@@ -1,21 +1,25 @@
-//! Delivery soak: many subscriptions through their life, every event delivered one to three times,
-//! concurrently and shuffled, while a tenth of the upstream calls fail (500, 429, or a hang past
-//! the server's timeout). Whatever is not answered 2xx is delivered again, as Stripe does, until it
-//! is. The end state is then checked against the simulators.
+//! Delivery soak: many subscriptions through their whole life (trials, renewals, declined payments
+//! and their retries, seats, pauses and resumes, cancellations), every event delivered one to three
+//! times, concurrently and shuffled, while a tenth of the upstream calls fail (500, 429, or a hang
+//! past the server's timeout). Whatever is not answered 2xx is delivered again, as Stripe does,
+//! until it is. Every license is then checked against the state the tests' own reading of SPEC's
+//! table (`tests/common/spec_table.rs`) gives for the simulator's final subscriptions.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::DateTime;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use sim::FaultKind;
-use sim::stripe::{DEFAULT_PRICE_ID, SimEvent};
+use sim::stripe::{DEFAULT_PRICE_ID, SimEvent, StripeSim, SubscribeOptions, SubscriptionStatus};
 use stripe_licensespring::demo::Simulators;
 
+use crate::spec_table::{Policy, assert_license_follows};
 use crate::support::*;
+
+const POLICY: Policy = Policy { grace_days: 2, activations_per_seat: Some(3) };
 
 /// Deliveries in flight at once.
 const CONCURRENCY: usize = 16;
@@ -37,21 +41,45 @@ async fn every_event_redelivered_until_accepted_leaves_one_right_license_per_sub
 
     let upstreams = upstreams().await;
     let home = ServerHome::new();
-    let server = home.spawn(&upstreams, &[("CACHE_CAPACITY", "100000"), ("UPSTREAM_TIMEOUT_SECS", "1")]);
+    let server = home.spawn(
+        &upstreams,
+        &[
+            ("CACHE_CAPACITY", "100000"),
+            ("UPSTREAM_TIMEOUT_SECS", "1"),
+            ("GRACE_DAYS", "2"),
+            ("ACTIVATIONS_PER_SEAT", "3"),
+        ],
+    );
 
-    // The lives: every subscription created, then renewed twice, then a quarter of them deleted.
+    // The lives: a fifth start with a trial; every one is renewed twice, then goes through one
+    // more step of a subscription's life; then a quarter of them are deleted.
     let stripe = &upstreams.stripe;
-    let subscriptions: Vec<String> =
-        (0..total).map(|_| stripe.create_subscription(DEFAULT_PRICE_ID).expect("subscribed")).collect();
+    let subscriptions: Vec<String> = (0..total)
+        .map(|_| {
+            let trial_days = rng.random_bool(0.2).then_some(7);
+            let quantity = rng.random_range(1..=3);
+            let options = SubscribeOptions { quantity, trial_days };
+            stripe.create_subscription_with(DEFAULT_PRICE_ID, options).expect("subscribed")
+        })
+        .collect();
     for _ in 0..2 {
         for subscription in &subscriptions {
             stripe.renew(subscription).expect("renewed");
         }
     }
+    for subscription in &subscriptions {
+        one_more_step(stripe, subscription, &mut rng);
+    }
+    let ended =
+        |id: &String| stripe.subscription(id).is_some_and(|s| s.status == SubscriptionStatus::Canceled);
     let deleted: HashSet<String> =
-        subscriptions.iter().filter(|_| rng.random_bool(DELETED_SHARE)).cloned().collect();
+        subscriptions.iter().filter(|id| !ended(id) && rng.random_bool(DELETED_SHARE)).cloned().collect();
     for subscription in &deleted {
         stripe.cancel(subscription).expect("canceled");
+    }
+    let mut statuses: HashMap<&'static str, usize> = HashMap::new();
+    for subscription in stripe.subscriptions() {
+        *statuses.entry(subscription.status.as_str()).or_default() += 1;
     }
     let events = stripe.events();
     let mut pending: Vec<SimEvent> =
@@ -106,16 +134,50 @@ async fn every_event_redelivered_until_accepted_leaves_one_right_license_per_sub
     stripe.clear_faults();
     upstreams.licensespring.clear_faults();
 
-    check_end_state(&upstreams, &home, &subscriptions, &deleted, &context);
+    check_end_state(&upstreams, &home, &subscriptions, &context);
     eprintln!(
-        "delivery soak: {total} subscriptions ({} deleted), {} events, {copies} copies, {attempts} deliveries in \
-         {rounds} rounds, {:.1} s; not 2xx: {refused:?}; upstream requests: Stripe {}, LicenseSpring {} ({context})",
+        "delivery soak: {total} subscriptions ({} deleted; final statuses {statuses:?}), {} events, {copies} copies, \
+         {attempts} deliveries in {rounds} rounds, {:.1} s; not 2xx: {refused:?}; upstream requests: Stripe {}, \
+         LicenseSpring {} ({context})",
         deleted.len(),
         events.len(),
         elapsed.as_secs_f64(),
         stripe.request_count(),
         upstreams.licensespring.request_count(),
     );
+}
+
+/// One more step of a subscription's life, chosen at random: nothing, a declined renewal (then
+/// paid, declined again, or left past_due), a seat change, a pause (and maybe a resume), or a
+/// cancellation at the period's end.
+fn one_more_step(stripe: &StripeSim, subscription: &str, rng: &mut StdRng) {
+    match rng.random_range(0..6) {
+        0 => {}
+        1 => {
+            stripe.renew_declined(subscription).expect("declined");
+            match rng.random_range(0..3) {
+                0 => drop(stripe.retry_payment(subscription, true).expect("paid")),
+                1 => {
+                    for _ in 0..3 {
+                        stripe.retry_payment(subscription, false).expect("declined again");
+                    }
+                }
+                _ => {}
+            }
+        }
+        2 => drop(stripe.set_quantity(subscription, rng.random_range(1..=5)).expect("seats")),
+        3 => {
+            stripe.pause(subscription).expect("paused");
+            if rng.random_bool(0.5) {
+                stripe.resume(subscription).expect("resumed");
+            }
+        }
+        4 => {
+            stripe.set_cancel_at_period_end(subscription, true).expect("to end");
+            stripe.renew(subscription).expect("ended at the period's end");
+        }
+        _ => drop(stripe.renew(subscription).expect("renewed")),
+    }
 }
 
 /// Delivers every event once, `CONCURRENCY` at a time; each with its outcome.
@@ -146,35 +208,25 @@ async fn deliver_concurrently(
     results
 }
 
-/// One license per subscription, in its own order, with the key Stripe holds; valid until the
-/// last paid period's end and enabled, or disabled with one cycle's duration when deleted; the
-/// cache holds exactly the live subscriptions; no license or order belongs to nobody.
-fn check_end_state(
-    upstreams: &Simulators,
-    home: &ServerHome,
-    subscriptions: &[String],
-    deleted: &HashSet<String>,
-    context: &str,
-) {
+/// One license per subscription, in its own order, with the key Stripe holds, in the state SPEC's
+/// table gives for Stripe's final subscription; the cache holds exactly the subscriptions that
+/// have not ended; no license or order belongs to nobody.
+fn check_end_state(upstreams: &Simulators, home: &ServerHome, subscriptions: &[String], context: &str) {
     let by_order = licenses_by_order(upstreams);
     for subscription in subscriptions {
         let license = only_license(upstreams, &by_order, subscription, context);
-        if deleted.contains(subscription) {
-            assert!(!license.enabled, "{context}: {subscription} was deleted but its license is enabled");
-            assert_eq!(license.valid_duration.as_deref(), Some("1m"), "{context}: {subscription}");
-        } else {
-            let simulated = upstreams.stripe.subscription(subscription).expect("known to Stripe");
-            let paid_until =
-                DateTime::from_timestamp(simulated.current_period_end, 0).expect("a date").date_naive();
-            assert!(license.enabled, "{context}: {subscription} is live but its license is disabled");
-            assert_eq!(license.validity_period, Some(paid_until), "{context}: {subscription}: validity");
-        }
+        assert_license_follows(&upstreams.stripe, subscription, license, POLICY, context);
     }
     assert_no_orphans(upstreams, &by_order, subscriptions.len(), context);
 
     let cached: HashSet<String> =
         home.cache_entries().iter().map(|e| e["sub_id"].as_str().expect("sub_id").to_owned()).collect();
-    let live: HashSet<String> =
-        subscriptions.iter().filter(|s| !deleted.contains(*s)).map(|s| s.to_string()).collect();
-    assert_eq!(cached, live, "{context}: the cache holds exactly the live subscriptions");
+    let live: HashSet<String> = upstreams
+        .stripe
+        .subscriptions()
+        .into_iter()
+        .filter(|s| s.status != SubscriptionStatus::Canceled)
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(cached, live, "{context}: the cache holds exactly the subscriptions that have not ended");
 }

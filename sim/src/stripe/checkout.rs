@@ -11,6 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use url::Url;
 
+use super::StripeSimError;
 use super::state::Shared;
 use crate::frontdoor::lock;
 
@@ -51,13 +52,19 @@ pub(super) async fn pay(
     Path(link_id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let email = url::form_urlencoded::parse(&body)
-        .find(|(name, _)| name == "email")
-        .map(|(_, value)| value.trim().to_owned())
-        .filter(|email| !email.is_empty());
-    let subscription = match shared.pay_link(&link_id, email) {
+    let field = |field: &str| {
+        url::form_urlencoded::parse(&body)
+            .find(|(name, _)| name == field)
+            .map(|(_, value)| value.trim().to_owned())
+            .filter(|value| !value.is_empty())
+    };
+    let subscription = match shared.pay_link(&link_id, field("email"), field("name")) {
         Ok(subscription) => subscription,
-        Err(_) => return unknown_link_page(),
+        Err(StripeSimError::UnknownPaymentLink(_)) => return unknown_link_page(),
+        Err(error) => {
+            let page = MessagePage { title: "Cannot pay this link".to_owned(), message: error.to_string() };
+            return (StatusCode::BAD_REQUEST, page).into_response();
+        }
     };
     let link_redirect =
         lock(&shared.store).links.iter().find(|l| l.id == link_id).and_then(|l| l.redirect_url.clone());
@@ -65,7 +72,7 @@ pub(super) async fn pay(
         Some(url) => Redirect::to(&url).into_response(),
         None => MessagePage {
             title: "Thank you".to_owned(),
-            message: format!("Subscription {subscription} is active; its first invoice is paid."),
+            message: format!("Subscription {subscription} is created; its first invoice is paid."),
         }
         .into_response(),
     }
@@ -108,10 +115,12 @@ mod tests {
         let subscription = sim.subscriptions().pop().expect("a subscription");
         assert_eq!(subscription.status, SubscriptionStatus::Active);
         let events = sim.events();
-        assert_eq!(events.len(), 1);
-        let event = events[0].json();
-        assert_eq!(events[0].subscription.as_ref(), Some(&subscription.id));
-        assert!(String::from_utf8_lossy(&events[0].body).starts_with("{\n  \""), "pretty, two-space indent");
+        let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+        assert_eq!(types, ["customer.subscription.created", "invoice.paid"]);
+        assert_eq!(events[0].object()["status"], "active");
+        let event = events[1].json();
+        assert_eq!(events[1].subscription.as_ref(), Some(&subscription.id));
+        assert!(String::from_utf8_lossy(&events[1].body).starts_with("{\n  \""), "pretty, two-space indent");
         assert_eq!(at(&event, "/object"), "event");
         assert_eq!(at(&event, "/type"), "invoice.paid");
         assert_eq!(at(&event, "/api_version"), BASIL_API_VERSION);

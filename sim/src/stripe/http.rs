@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -15,9 +15,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use url::Url;
 
-use super::render::{payment_link_json, pretty};
-use super::state::{Shared, new_id};
-use super::{ApiGeneration, SimPaymentLink, checkout};
+use super::render::{customer_json, payment_link_json, pretty};
+use super::state::{Shared, Store, SubscriptionChange, new_id};
+use super::{ApiGeneration, SimPaymentLink, SimSubscription, StripeSimError, checkout};
 use crate::frontdoor::{KeyCheck, lock, require_api_key};
 
 /// Stripe's metadata limits.
@@ -30,6 +30,8 @@ pub(super) fn routes(shared: Arc<Shared>) -> Router {
     let api = Router::new()
         .route("/v1/payment_links", post(create_payment_link))
         .route("/v1/subscriptions/{id}", get(retrieve_subscription).post(update_subscription))
+        .route("/v1/subscriptions/{id}/pause", post(pause_subscription))
+        .route("/v1/subscriptions/{id}/resume", post(resume_subscription))
         .route("/v1/prices/{id}", get(retrieve_price));
     Router::new()
         .merge(require_api_key(api, shared.clone()))
@@ -282,6 +284,7 @@ struct LineItemParams {
 struct SubscriptionDataParams {
     #[serde(default)]
     metadata: BTreeMap<String, String>,
+    trial_period_days: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -360,6 +363,29 @@ async fn create_payment_link(State(shared): State<Arc<Shared>>, headers: HeaderM
             }
             _ => None,
         };
+        let (subscription_metadata, trial) = match params.subscription_data {
+            Some(data) => (data.metadata, data.trial_period_days),
+            None => (BTreeMap::new(), None),
+        };
+        // Stripe's limits: at least 1 day, at most 730 (two years).
+        let trial_period_days = match trial.as_deref().map(str::parse::<u32>) {
+            None => None,
+            Some(Ok(days @ 1..=730)) => Some(days),
+            Some(Ok(_)) => {
+                return Err(ApiError::invalid(
+                    "parameter_invalid_integer",
+                    "subscription_data[trial_period_days]",
+                    "This value must be greater than or equal to 1 and at most 730.",
+                ));
+            }
+            Some(Err(_)) => {
+                return Err(ApiError::invalid(
+                    "parameter_invalid_integer",
+                    "subscription_data[trial_period_days]",
+                    "Invalid integer",
+                ));
+            }
+        };
         let id = new_id("plink");
         let url = shared.base_url.join(&format!("checkout/{id}")).map(String::from).unwrap_or_default();
         let link = SimPaymentLink {
@@ -368,8 +394,9 @@ async fn create_payment_link(State(shared): State<Arc<Shared>>, headers: HeaderM
             price_id,
             quantity,
             metadata: params.metadata,
-            subscription_metadata: params.subscription_data.map(|d| d.metadata).unwrap_or_default(),
+            subscription_metadata,
             redirect_url,
+            trial_period_days,
         };
         let price = shared.price(&link.price_id);
         let answer = payment_link_json(&link, price);
@@ -378,15 +405,114 @@ async fn create_payment_link(State(shared): State<Arc<Shared>>, headers: HeaderM
     })
 }
 
+/// The `expand[]` values of a query string or form body (`expand[]=x`, `expand%5B%5D=x`,
+/// `expand[0]=x`).
+fn expand_paths(pairs: &[u8]) -> Vec<String> {
+    url::form_urlencoded::parse(pairs)
+        .filter(|(name, _)| name == "expand" || name.starts_with("expand["))
+        .map(|(_, value)| value.into_owned())
+        .collect()
+}
+
+/// The subscription's JSON with the asked-for expansions: `latest_invoice` and `customer`;
+/// anything else is Stripe's 400.
+fn expanded_subscription(
+    shared: &Shared,
+    store: &Store,
+    subscription: &SimSubscription,
+    generation: ApiGeneration,
+    expand: &[String],
+) -> Result<Value, ApiError> {
+    let mut object = shared.subscription_json(subscription, generation);
+    for path in expand {
+        match path.as_str() {
+            "latest_invoice" => {
+                let invoice = store.invoices.iter().find(|i| i.id == subscription.latest_invoice);
+                if let Some(invoice) = invoice {
+                    object["latest_invoice"] = shared.invoice_json(invoice, subscription, generation);
+                }
+            }
+            "customer" => object["customer"] = customer_json(subscription),
+            other => {
+                return Err(ApiError::invalid(
+                    "parameter_invalid",
+                    "expand",
+                    format!("This property cannot be expanded ({other})."),
+                ));
+            }
+        }
+    }
+    Ok(object)
+}
+
 async fn retrieve_subscription(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let generation = answer_generation(&shared, &headers)?;
-    let subscription = lock(&shared.store).subscriptions.iter().find(|s| s.id == id).cloned();
+    let expand = expand_paths(query.unwrap_or_default().as_bytes());
+    let store = lock(&shared.store);
+    let subscription = store.subscriptions.iter().find(|s| s.id == id).cloned();
     let subscription = subscription.ok_or_else(|| ApiError::missing("subscription", "id", &id))?;
-    Ok(stripe_json(StatusCode::OK, &shared.subscription_json(&subscription, generation)))
+    let object = expanded_subscription(&shared, &store, &subscription, generation, &expand)?;
+    Ok(stripe_json(StatusCode::OK, &object))
+}
+
+/// A control's refusal as a REST error.
+fn control_error(error: StripeSimError) -> ApiError {
+    match error {
+        StripeSimError::UnknownSubscription(id) => ApiError::missing("subscription", "id", &id),
+        StripeSimError::UnknownPrice(id) => {
+            ApiError::invalid("resource_missing", "items[0][price]", format!("No such price: '{id}'"))
+        }
+        StripeSimError::Canceled(id) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("A canceled subscription can only update its cancellation_details and metadata ({id})."),
+        ),
+        other => ApiError::new(StatusCode::BAD_REQUEST, other.to_string()),
+    }
+}
+
+/// `POST /v1/subscriptions/{id}/pause` (`status: paused`).
+async fn pause_subscription(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let generation = answer_generation(&shared, &headers)?;
+    Ok(idempotent(&shared, &headers, &format!("POST /v1/subscriptions/{id}/pause"), &body, || {
+        shared.pause(&id).map_err(control_error)?;
+        subscription_answer(&shared, &id, generation, &expand_paths(&body))
+    }))
+}
+
+/// `POST /v1/subscriptions/{id}/resume` (a new period from now, invoiced and paid).
+async fn resume_subscription(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let generation = answer_generation(&shared, &headers)?;
+    Ok(idempotent(&shared, &headers, &format!("POST /v1/subscriptions/{id}/resume"), &body, || {
+        shared.resume(&id).map_err(control_error)?;
+        subscription_answer(&shared, &id, generation, &expand_paths(&body))
+    }))
+}
+
+fn subscription_answer(
+    shared: &Shared,
+    id: &str,
+    generation: ApiGeneration,
+    expand: &[String],
+) -> Result<(StatusCode, Value), ApiError> {
+    let store = lock(&shared.store);
+    let subscription = store.subscriptions.iter().find(|s| s.id == id).cloned();
+    let subscription = subscription.ok_or_else(|| ApiError::missing("subscription", "id", id))?;
+    Ok((StatusCode::OK, expanded_subscription(shared, &store, &subscription, generation, expand)?))
 }
 
 /// `metadata=` (clear all) or `metadata[key]=value` pairs.
@@ -400,6 +526,99 @@ struct UpdateSubscriptionParams {
     metadata: Option<BTreeMap<String, String>>,
 }
 
+#[derive(Deserialize)]
+struct UpdateItemsParams {
+    items: Option<Vec<ItemUpdateParams>>,
+    cancel_at_period_end: Option<String>,
+    proration_behavior: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ItemUpdateParams {
+    id: Option<String>,
+    price: Option<String>,
+    quantity: Option<String>,
+}
+
+/// The form body without its `metadata` parameters (read separately: a bare `metadata=` is a
+/// string where the typed form expects a map).
+fn without_metadata(body: &[u8]) -> Vec<u8> {
+    let pairs =
+        url::form_urlencoded::parse(body).filter(|(name, _)| name.split('[').next() != Some("metadata"));
+    url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish().into_bytes()
+}
+
+/// The item, price, seat and cancel changes a form body asks for.
+fn item_changes(body: &[u8], subscription: &SimSubscription) -> Result<SubscriptionChange, ApiError> {
+    let params: UpdateItemsParams = parse_form(&without_metadata(body))?;
+    let mut change = SubscriptionChange::default();
+    if let Some(behavior) = params.proration_behavior {
+        // Accepted and ignored: the simulator prorates only switches to another interval.
+        if !["create_prorations", "none", "always_invoice"].contains(&behavior.as_str()) {
+            return Err(ApiError::invalid(
+                "parameter_invalid",
+                "proration_behavior",
+                format!(
+                    "Invalid proration_behavior: must be one of create_prorations, none, or always_invoice (got {behavior})."
+                ),
+            ));
+        }
+    }
+    change.cancel_at_period_end = match params.cancel_at_period_end.as_deref() {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "parameter_invalid_boolean",
+                "cancel_at_period_end",
+                "Invalid boolean",
+            ));
+        }
+    };
+    let items = params.items.unwrap_or_default();
+    if items.len() > 1 {
+        return Err(ApiError::invalid(
+            "parameter_invalid",
+            "items",
+            "The simulator's subscriptions have one item.",
+        ));
+    }
+    if let Some(item) = items.into_iter().next() {
+        match item.id.as_deref() {
+            Some(id) if id == subscription.item_id => {}
+            Some(id) => {
+                return Err(ApiError::invalid(
+                    "resource_missing",
+                    "items[0][id]",
+                    format!("No such subscription item: '{id}'"),
+                ));
+            }
+            // Without an id Stripe would add an item; the simulator has one.
+            None => {
+                return Err(ApiError::invalid(
+                    "parameter_missing",
+                    "items[0][id]",
+                    "The simulator's subscriptions have one item: give items[0][id].",
+                ));
+            }
+        }
+        change.price_id = item.price;
+        change.quantity = match item.quantity.as_deref().map(str::parse::<u32>) {
+            None => None,
+            Some(Ok(quantity)) if quantity >= 1 => Some(quantity),
+            Some(_) => {
+                return Err(ApiError::invalid(
+                    "parameter_invalid_integer",
+                    "items[0][quantity]",
+                    "Invalid positive integer",
+                ));
+            }
+        };
+    }
+    Ok(change)
+}
+
 /// The metadata change a form body asks for. A bare `metadata=` is read by hand: it is a string
 /// where the typed form expects a map.
 fn metadata_param(body: &[u8]) -> Result<Option<MetadataParam>, ApiError> {
@@ -410,8 +629,10 @@ fn metadata_param(body: &[u8]) -> Result<Option<MetadataParam>, ApiError> {
     }
 }
 
-/// `POST /v1/subscriptions/{id}`: merges metadata (an empty value deletes a key); works on a
-/// canceled subscription too, where metadata is still editable.
+/// `POST /v1/subscriptions/{id}`: merges metadata (an empty value deletes a key; works on a
+/// canceled subscription too, where metadata is still editable), changes the item's price and
+/// quantity (`items[0][id]`, `items[0][price]`, `items[0][quantity]`), `cancel_at_period_end`;
+/// `proration_behavior` is accepted. Emits `customer.subscription.updated` when anything changed.
 async fn update_subscription(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
@@ -420,11 +641,15 @@ async fn update_subscription(
 ) -> Result<Response, ApiError> {
     let generation = answer_generation(&shared, &headers)?;
     Ok(idempotent(&shared, &headers, &format!("POST /v1/subscriptions/{id}"), &body, || {
-        check_known_parameters(&body, &["metadata", "expand"])?;
+        check_known_parameters(
+            &body,
+            &["metadata", "expand", "items", "cancel_at_period_end", "proration_behavior"],
+        )?;
         let change = metadata_param(&body)?;
         let mut store = lock(&shared.store);
         let subscription =
             store.subscription_mut(&id).ok_or_else(|| ApiError::missing("subscription", "id", &id))?;
+        let mut update = item_changes(&body, subscription)?;
         let mut metadata = subscription.metadata.clone();
         match change {
             None => {}
@@ -454,10 +679,12 @@ async fn update_subscription(
                 format!("Invalid metadata: at most {MAX_METADATA_KEYS} keys are allowed."),
             ));
         }
-        subscription.metadata = metadata;
-        let subscription = subscription.clone();
-        drop(store);
-        Ok((StatusCode::OK, shared.subscription_json(&subscription, generation)))
+        update.metadata = Some(metadata);
+        shared.update_in(&mut store, &id, update).map_err(control_error)?;
+        let subscription = store.subscriptions.iter().find(|s| s.id == id).cloned();
+        let subscription = subscription.ok_or_else(|| ApiError::missing("subscription", "id", &id))?;
+        let object = expanded_subscription(&shared, &store, &subscription, generation, &expand_paths(&body))?;
+        Ok((StatusCode::OK, object))
     }))
 }
 

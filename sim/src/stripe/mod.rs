@@ -4,9 +4,18 @@
 //! `customer.subscription.deleted` events those produce, rendered in either payload generation
 //! and delivered as signed webhooks with retries, as Stripe does.
 //!
-//! Everything is in memory; nothing leaves the machine. What is not modelled: other event types
-//! (a metadata update does not emit `customer.subscription.updated`), failed payments, trials,
-//! prorations, and the fake `v0` signature of test-mode deliveries.
+//! The subscription lifecycle is simulated too: trials, seats (quantity), price switches (with a
+//! proration invoice when the interval changes), `cancel_at_period_end`, failed renewal payments
+//! with a retry schedule ending in `unpaid` or `canceled`, and pause/resume (`status: paused`).
+//! Each change emits what Stripe emits, in Stripe's order: `customer.subscription.created`,
+//! `customer.subscription.updated` (with `data.previous_attributes`), `.paused`, `.resumed`,
+//! `.deleted`, `invoice.paid`, `invoice.payment_failed`, `invoice.marked_uncollectible`,
+//! `invoice.voided`.
+//!
+//! Everything is in memory; nothing leaves the machine. What is not modelled: `invoice.created`,
+//! `invoice.finalized`, `customer.subscription.trial_will_end`, `pause_collection`, pending
+//! invoice items (a quantity change invoices nothing), and the fake `v0` signature of test-mode
+//! deliveries.
 //!
 //! This file holds the handle and the public types; `state` the store, the simulated clock and
 //! the billing; `webhooks` event emission, signing and delivery; `http` the REST API; `render`
@@ -14,6 +23,8 @@
 
 mod checkout;
 mod http;
+#[cfg(test)]
+mod lifecycle_tests;
 mod render;
 mod state;
 #[cfg(test)]
@@ -33,7 +44,7 @@ use url::Url;
 
 use crate::Redacted;
 use crate::frontdoor::{BoundListener, Frontdoor, SimServer, handle_methods, lock};
-use state::{Shared, Store};
+use state::{Shared, Store, SubscriptionChange};
 
 pub use webhooks::sign_stripe_payload;
 
@@ -93,22 +104,50 @@ impl Interval {
     }
 }
 
-/// A recurring price the simulator sells.
+/// A price the simulator sells: recurring (what subscriptions are made of) or one-time (which
+/// no subscription can be on; for tests of configuration errors).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SimPrice {
     pub id: String,
+    /// Meaningless when `recurring` is false.
     pub interval: Interval,
     pub interval_count: u32,
     /// In the currency's smallest unit (cents).
     pub unit_amount: i64,
     /// Lower-case ISO code, e.g. `usd`.
     pub currency: String,
+    /// `type: recurring` (true) or `type: one_time` with `recurring: null` (false).
+    pub recurring: bool,
 }
 
 impl SimPrice {
-    /// A price of USD 5.00 every `interval_count` `interval`s.
+    /// A recurring price of USD 5.00 every `interval_count` `interval`s.
     pub fn new(id: impl Into<String>, interval: Interval, interval_count: u32) -> SimPrice {
-        SimPrice { id: id.into(), interval, interval_count, unit_amount: 500, currency: "usd".to_owned() }
+        SimPrice {
+            id: id.into(),
+            interval,
+            interval_count,
+            unit_amount: 500,
+            currency: "usd".to_owned(),
+            recurring: true,
+        }
+    }
+
+    /// A one-time price (`type: one_time`, `recurring: null`) of `unit_amount` cents in USD.
+    pub fn one_time(id: impl Into<String>, unit_amount: i64) -> SimPrice {
+        SimPrice { unit_amount, recurring: false, ..SimPrice::new(id, Interval::Month, 1) }
+    }
+
+    /// The same price at another amount, in cents.
+    pub fn with_amount(mut self, unit_amount: i64) -> SimPrice {
+        self.unit_amount = unit_amount;
+        self
+    }
+
+    /// Whether two recurring prices bill on the same schedule (a switch between them keeps the
+    /// billing cycle).
+    fn same_interval(&self, other: &SimPrice) -> bool {
+        self.interval == other.interval && self.interval_count == other.interval_count
     }
 
     fn product_id(&self) -> String {
@@ -167,6 +206,22 @@ pub struct StripeSimConfig {
     pub after_payment_url: Option<Url>,
     /// The simulated clock's time at start; `None` starts it at the real time.
     pub clock_start: Option<DateTime<Utc>>,
+    /// Waits between a renewal's failed payment attempt and the next retry, each from the
+    /// previous attempt; the default (3, 5, 7 days) makes 4 attempts in all, as a custom Stripe
+    /// retry schedule "3, 5, 7 days after the previous attempt" does.
+    pub payment_retries: Vec<Duration>,
+    /// What happens to a subscription when the last retry fails (Stripe's Dashboard setting).
+    pub after_failed_payments: AfterFailedPayments,
+}
+
+/// The subscription's fate once every payment retry has failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AfterFailedPayments {
+    /// `status: unpaid`; the invoice is marked uncollectible.
+    #[default]
+    Unpaid,
+    /// `status: canceled` (`customer.subscription.deleted`); the invoice is voided.
+    Cancel,
 }
 
 /// Prints `[redacted]` for the API key (and, through [`WebhookTarget`], the webhook secrets).
@@ -181,6 +236,8 @@ impl fmt::Debug for StripeSimConfig {
             delivery_timeout,
             after_payment_url,
             clock_start,
+            payment_retries,
+            after_failed_payments,
         } = self;
         f.debug_struct("StripeSimConfig")
             .field("api_key", &Redacted)
@@ -191,6 +248,8 @@ impl fmt::Debug for StripeSimConfig {
             .field("delivery_timeout", delivery_timeout)
             .field("after_payment_url", after_payment_url)
             .field("clock_start", clock_start)
+            .field("payment_retries", payment_retries)
+            .field("after_failed_payments", after_failed_payments)
             .finish()
     }
 }
@@ -206,70 +265,164 @@ impl Default for StripeSimConfig {
             delivery_timeout: Duration::from_secs(10),
             after_payment_url: None,
             clock_start: None,
+            payment_retries: [3, 5, 7].map(|days| Duration::from_secs(days * 86_400)).to_vec(),
+            after_failed_payments: AfterFailedPayments::Unpaid,
         }
     }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SubscriptionStatus {
+    Trialing,
     Active,
+    /// A renewal's payment failed; retries are scheduled.
+    PastDue,
+    /// Every retry failed (with [`AfterFailedPayments::Unpaid`]); no more attempts.
+    Unpaid,
+    /// Paused through the pause endpoint (not `pause_collection`): no periods, no invoices.
+    Paused,
     Canceled,
 }
 
 impl SubscriptionStatus {
     pub fn as_str(self) -> &'static str {
         match self {
+            SubscriptionStatus::Trialing => "trialing",
             SubscriptionStatus::Active => "active",
+            SubscriptionStatus::PastDue => "past_due",
+            SubscriptionStatus::Unpaid => "unpaid",
+            SubscriptionStatus::Paused => "paused",
             SubscriptionStatus::Canceled => "canceled",
         }
     }
 }
 
-/// A subscription with one item (one unit of one price). Times are Unix seconds on the simulated
-/// clock.
+/// A subscription with one item (`quantity` units of one price). Times are Unix seconds on the
+/// simulated clock.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SimSubscription {
     /// `sub_...`.
     pub id: String,
     pub customer: String,
     pub customer_email: String,
+    /// The customer's name, when the checkout page was given one.
+    pub customer_name: Option<String>,
     pub item_id: String,
     pub price_id: String,
+    /// Seats: `items.data[0].quantity`.
+    pub quantity: u32,
     pub status: SubscriptionStatus,
     /// The live metadata (what `GET /v1/subscriptions/{id}` shows).
     pub metadata: BTreeMap<String, String>,
     pub created: i64,
+    /// Where periods are counted from: the start, the trial's end, or the last reset (resume,
+    /// a switch to a price of another interval).
     pub billing_cycle_anchor: i64,
-    /// Which billing period is current: 0 for the first.
+    /// Which billing period is current: 0 for the first (the trial, when there is one).
     pub cycle: u32,
     pub current_period_start: i64,
     pub current_period_end: i64,
+    pub trial_start: Option<i64>,
+    pub trial_end: Option<i64>,
+    /// Ends at the current period's end instead of renewing.
+    pub cancel_at_period_end: bool,
+    /// When the cancel was requested (for `cancel_at_period_end`, the request, not the end).
     pub canceled_at: Option<i64>,
     pub ended_at: Option<i64>,
+    /// `cancellation_details.reason`: `cancellation_requested` or `payment_failed`.
+    pub cancellation_reason: Option<String>,
     pub latest_invoice: String,
 }
 
-/// A paid subscription invoice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvoiceStatus {
+    Paid,
+    /// Finalized, not paid (a failed payment, with retries scheduled).
+    Open,
+    Void,
+    Uncollectible,
+}
+
+impl InvoiceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvoiceStatus::Paid => "paid",
+            InvoiceStatus::Open => "open",
+            InvoiceStatus::Void => "void",
+            InvoiceStatus::Uncollectible => "uncollectible",
+        }
+    }
+}
+
+/// One line of an invoice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimInvoiceLine {
+    /// `il_...`.
+    pub id: String,
+    /// Cents; negative for a proration credit.
+    pub amount: i64,
+    pub price_id: String,
+    pub quantity: u32,
+    pub period_start: i64,
+    pub period_end: i64,
+    /// A proration (credit for unused time) rather than the subscription's period.
+    pub proration: bool,
+    /// A trial's $0 line.
+    pub trial: bool,
+}
+
+/// A subscription invoice: paid, or open while its payment is retried.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SimInvoice {
     pub id: String,
     pub number: String,
     /// The subscription's id.
     pub subscription: String,
-    /// `subscription_create` or `subscription_cycle`.
+    /// `subscription_create`, `subscription_cycle` or `subscription_update`.
     pub billing_reason: String,
+    pub status: InvoiceStatus,
     pub created: i64,
     pub finalized_at: i64,
-    pub paid_at: i64,
+    /// `None` until paid.
+    pub paid_at: Option<i64>,
+    pub voided_at: Option<i64>,
+    pub marked_uncollectible_at: Option<i64>,
     /// The invoice's own period, which looks back one period (not the service period).
     pub period_start: i64,
     pub period_end: i64,
-    /// The paid service period: `lines.data[0].period`.
+    /// The paid service period: the subscription line's period (the last line).
     pub line_period_start: i64,
     pub line_period_end: i64,
+    /// Every line, the subscription's period last (a proration credit before it).
+    pub lines: Vec<SimInvoiceLine>,
+    /// The lines' total, never below 0 (a larger credit would go to the customer's balance).
+    pub amount_due: i64,
+    /// `amount_due` once paid, else 0.
     pub amount_paid: i64,
+    /// Payment attempts so far (0 for a $0 invoice, which is paid without one).
+    pub attempt_count: u32,
+    /// When the next retry is scheduled; `None` when paid or out of retries.
+    pub next_payment_attempt: Option<i64>,
+    /// Frozen at finalization, as Stripe's are.
+    pub customer_email: String,
+    pub customer_name: Option<String>,
     /// The subscription's metadata, frozen when the invoice was finalized.
     pub subscription_metadata: BTreeMap<String, String>,
+}
+
+/// Options of [`StripeSim::create_subscription_with`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubscribeOptions {
+    /// Seats; at least 1.
+    pub quantity: u32,
+    /// A trial of this many days (`trialing`, a $0 first invoice); `None` or `Some(0)`: none.
+    pub trial_days: Option<u32>,
+}
+
+impl Default for SubscribeOptions {
+    fn default() -> Self {
+        SubscribeOptions { quantity: 1, trial_days: None }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -284,6 +437,8 @@ pub struct SimPaymentLink {
     pub subscription_metadata: BTreeMap<String, String>,
     /// `after_completion[redirect][url]`.
     pub redirect_url: Option<String>,
+    /// `subscription_data[trial_period_days]`: subscriptions it creates start with this trial.
+    pub trial_period_days: Option<u32>,
 }
 
 /// An event as it was rendered: `body` is the exact JSON that is (or would be) delivered.
@@ -299,6 +454,21 @@ pub struct SimEvent {
 impl SimEvent {
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// `data.object`.
+    pub fn object(&self) -> Value {
+        self.json().pointer("/data/object").cloned().unwrap_or(Value::Null)
+    }
+
+    /// `data.previous_attributes` (only `*.updated` events have it).
+    pub fn previous_attributes(&self) -> Option<Value> {
+        self.json().pointer("/data/previous_attributes").cloned()
+    }
+
+    /// Whether the event is of this type and about this subscription.
+    pub fn is(&self, event_type: &str, subscription: &str) -> bool {
+        self.event_type == event_type && self.subscription.as_deref() == Some(subscription)
     }
 }
 
@@ -331,6 +501,9 @@ pub enum StripeSimError {
     UnknownSubscription(String),
     #[error("subscription {0} is canceled")]
     Canceled(String),
+    /// The control does not apply in the subscription's state (e.g. resuming one not paused).
+    #[error("not allowed: {0}")]
+    NotAllowed(String),
     #[error("no such event: {0}")]
     UnknownEvent(String),
     #[error("no webhook endpoint is configured")]
@@ -383,23 +556,118 @@ impl StripeSim {
     }
 
     /// What the checkout page's Pay button does, without a payment link: a customer and a
-    /// subscription on the price, its first invoice paid, and `invoice.paid`
-    /// (`subscription_create`) emitted. Returns the subscription's id.
+    /// subscription on the price (one seat, no trial), `customer.subscription.created`, its
+    /// first invoice paid, and `invoice.paid` (`subscription_create`). Returns the id.
     pub fn create_subscription(&self, price_id: &str) -> Result<String, StripeSimError> {
-        self.shared.subscribe(price_id, BTreeMap::new(), None)
+        self.create_subscription_with(price_id, SubscribeOptions::default())
     }
 
-    /// Bills the next period: the clock moves to the current period's end, a
-    /// `subscription_cycle` invoice is paid, and its `invoice.paid` (whose metadata snapshot
-    /// holds the subscription's metadata now) is emitted and returned.
+    /// [`create_subscription`](Self::create_subscription) with seats and a trial: with
+    /// `trial_days`, `status: trialing`, the first period is the trial, and the first invoice is
+    /// $0 (still `invoice.paid`, `subscription_create`). A one-time price is `NotAllowed`.
+    pub fn create_subscription_with(
+        &self,
+        price_id: &str,
+        options: SubscribeOptions,
+    ) -> Result<String, StripeSimError> {
+        self.shared.subscribe(price_id, options, BTreeMap::new(), None, None)
+    }
+
+    /// Bills the next period: the clock moves to the current period's end, the period rolls
+    /// over (`customer.subscription.updated`; a trial ends: `trialing` → `active`), a
+    /// `subscription_cycle` invoice is paid about an hour later, and its `invoice.paid` (whose
+    /// metadata snapshot holds the subscription's metadata now) is returned. With
+    /// `cancel_at_period_end` the subscription ends instead and `customer.subscription.deleted`
+    /// is returned; after [`decline_next_payment`](Self::decline_next_payment) the payment fails
+    /// as in [`renew_declined`](Self::renew_declined) and `invoice.payment_failed` is returned.
     pub fn renew(&self, subscription: &str) -> Result<SimEvent, StripeSimError> {
-        self.shared.renew(subscription)
+        let events = self.shared.renew(subscription, false)?;
+        let main = events.iter().rev().find(|e| e.event_type != "customer.subscription.updated");
+        main.or(events.last())
+            .cloned()
+            .ok_or_else(|| StripeSimError::NotAllowed(format!("renewing {subscription} emitted nothing")))
+    }
+
+    /// A renewal whose payment is declined: the period rolls over (`customer.subscription.updated`),
+    /// the invoice is finalized and its charge fails (`invoice.payment_failed`: `open`,
+    /// `attempt_count` 1, `next_payment_attempt` set), and the subscription goes `past_due`
+    /// (`customer.subscription.updated`, previous `status: active`). The events, in order.
+    pub fn renew_declined(&self, subscription: &str) -> Result<Vec<SimEvent>, StripeSimError> {
+        self.shared.renew(subscription, true)
+    }
+
+    /// The next scheduled payment retry of a `past_due` subscription (the clock moves to its
+    /// `next_payment_attempt`). Success: `invoice.paid`, then `customer.subscription.updated`
+    /// (`active`, previous `past_due`). Failure: `invoice.payment_failed` (`attempt_count` + 1);
+    /// after the last retry of `payment_retries` also, per `after_failed_payments`,
+    /// `customer.subscription.updated` (`unpaid`) and `invoice.marked_uncollectible`, or
+    /// `customer.subscription.deleted` and `invoice.voided`. The events, in order.
+    pub fn retry_payment(&self, subscription: &str, succeeds: bool) -> Result<Vec<SimEvent>, StripeSimError> {
+        self.shared.retry_payment(subscription, succeeds)
+    }
+
+    /// Marks the next payment of the subscription (its next renewal or retry) to be declined:
+    /// a plain [`renew`](Self::renew) or [`retry_payment`](Self::retry_payment) then fails, once.
+    /// For a sandbox's "decline the next payment" button.
+    pub fn decline_next_payment(&self, subscription: &str) -> Result<(), StripeSimError> {
+        self.shared.decline_next_payment(subscription)
+    }
+
+    /// Pauses (`status: paused`, not `pause_collection`): `customer.subscription.updated`
+    /// (previous `status`), then `customer.subscription.paused`. Only `active` or `trialing`
+    /// subscriptions can be paused.
+    pub fn pause(&self, subscription: &str) -> Result<Vec<SimEvent>, StripeSimError> {
+        self.shared.pause(subscription)
+    }
+
+    /// Resumes a paused subscription: `active`, a new period from now (the billing cycle anchor
+    /// is reset), a paid `subscription_cycle` invoice; `customer.subscription.updated`,
+    /// `customer.subscription.resumed`, `invoice.paid`.
+    pub fn resume(&self, subscription: &str) -> Result<Vec<SimEvent>, StripeSimError> {
+        self.shared.resume(subscription)
+    }
+
+    /// Changes the seats: `customer.subscription.updated` (previous `items`, and in the acacia
+    /// generation `quantity`); nothing is invoiced (Stripe makes pending prorations, billed at
+    /// the next renewal; the simulator bills the next renewal at the new quantity, without them).
+    pub fn set_quantity(&self, subscription: &str, quantity: u32) -> Result<Vec<SimEvent>, StripeSimError> {
+        self.shared
+            .update(subscription, SubscriptionChange { quantity: Some(quantity), ..Default::default() })
+    }
+
+    /// Moves the subscription to another recurring price. Same interval: only
+    /// `customer.subscription.updated`. Another interval: the billing cycle restarts now and a
+    /// `subscription_update` invoice (a credit for the unused time, then the new period) is paid
+    /// at once: `customer.subscription.updated`, then `invoice.paid`.
+    pub fn switch_price(&self, subscription: &str, price_id: &str) -> Result<Vec<SimEvent>, StripeSimError> {
+        let change = SubscriptionChange { price_id: Some(price_id.to_owned()), ..Default::default() };
+        self.shared.update(subscription, change)
+    }
+
+    /// Sets or clears `cancel_at_period_end`: `customer.subscription.updated` (previous
+    /// `cancel_at_period_end`, `cancel_at`, `canceled_at`, `cancellation_details`); nothing when
+    /// it already has that value. A later [`renew`](Self::renew) ends the subscription.
+    pub fn set_cancel_at_period_end(
+        &self,
+        subscription: &str,
+        cancel: bool,
+    ) -> Result<Vec<SimEvent>, StripeSimError> {
+        self.shared.update(
+            subscription,
+            SubscriptionChange { cancel_at_period_end: Some(cancel), ..Default::default() },
+        )
     }
 
     /// Cancels at once (`status: canceled`, `canceled_at` = `ended_at` = now) and emits and
     /// returns `customer.subscription.deleted` carrying the live metadata.
     pub fn cancel(&self, subscription: &str) -> Result<SimEvent, StripeSimError> {
         self.shared.cancel(subscription)
+    }
+
+    /// The events about one subscription, oldest first.
+    pub fn events_of(&self, subscription: &str) -> Vec<SimEvent> {
+        let store = lock(&self.shared.store);
+        store.events.iter().filter(|e| e.subscription.as_deref() == Some(subscription)).cloned().collect()
     }
 
     pub fn subscriptions(&self) -> Vec<SimSubscription> {

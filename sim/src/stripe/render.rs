@@ -6,8 +6,47 @@ use serde_json::{Value, json};
 
 use super::state::Shared;
 use super::{
-    ApiGeneration, Interval, SimInvoice, SimPaymentLink, SimPrice, SimSubscription, SubscriptionStatus,
+    ApiGeneration, InvoiceStatus, SimInvoice, SimInvoiceLine, SimPaymentLink, SimPrice, SimSubscription,
 };
+
+/// `data.previous_attributes` for a change from `before` to `after`: objects are compared key by
+/// key (a key the change added shows as `null`, as in Stripe's events), anything else (numbers,
+/// strings, arrays: "if any element of an array changed, the whole array is included") is given
+/// whole as it was. `None` when nothing changed.
+pub(super) fn previous_attributes(before: &Value, after: &Value) -> Option<Value> {
+    match (before, after) {
+        (Value::Object(old), Value::Object(new)) => {
+            let mut changed = serde_json::Map::new();
+            for (key, old_value) in old {
+                let difference = match new.get(key) {
+                    Some(new_value) => previous_attributes(old_value, new_value),
+                    None => Some(old_value.clone()),
+                };
+                if let Some(difference) = difference {
+                    changed.insert(key.clone(), difference);
+                }
+            }
+            for key in new.keys().filter(|key| !old.contains_key(*key)) {
+                changed.insert(key.clone(), Value::Null);
+            }
+            (!changed.is_empty()).then_some(Value::Object(changed))
+        }
+        _ => (before != after).then(|| before.clone()),
+    }
+}
+
+/// A customer object (`expand[]=customer`).
+pub(super) fn customer_json(subscription: &SimSubscription) -> Value {
+    json!({
+        "id": subscription.customer,
+        "object": "customer",
+        "created": subscription.created,
+        "email": subscription.customer_email,
+        "livemode": false,
+        "metadata": {},
+        "name": subscription.customer_name,
+    })
+}
 
 /// Stripe's JSON: pretty-printed with a two-space indent.
 pub(super) fn pretty(value: &Value) -> Vec<u8> {
@@ -35,13 +74,22 @@ pub(super) fn payment_link_json(link: &SimPaymentLink, price: Option<&SimPrice>)
         "metadata": link.metadata,
         "payment_method_collection": "always",
         "payment_method_types": null,
-        "subscription_data": {"description": null, "metadata": link.subscription_metadata, "trial_period_days": null},
+        "subscription_data": {"description": null, "metadata": link.subscription_metadata, "trial_period_days": link.trial_period_days},
         "url": link.url,
     })
 }
 
 impl Shared {
     pub(super) fn price_json(&self, price: &SimPrice, generation: ApiGeneration) -> Value {
+        let mut price_object = self.recurring_price_json(price, generation);
+        if !price.recurring {
+            price_object["recurring"] = Value::Null;
+            price_object["type"] = json!("one_time");
+        }
+        price_object
+    }
+
+    fn recurring_price_json(&self, price: &SimPrice, generation: ApiGeneration) -> Value {
         let mut recurring = json!({
             "interval": price.interval.as_str(),
             "interval_count": price.interval_count,
@@ -105,8 +153,8 @@ impl Shared {
 
     /// A price the subscription refers to that is no longer configured cannot happen (prices
     /// are fixed at start); render an empty price rather than panic.
-    fn price_or_placeholder(&self, id: &str) -> SimPrice {
-        self.price(id).cloned().unwrap_or_else(|| SimPrice::new(id, Interval::Month, 1))
+    pub(super) fn price_or_placeholder(&self, id: &str) -> SimPrice {
+        self.price(id).cloned().unwrap_or_else(|| SimPrice::new(id, super::Interval::Month, 1))
     }
 
     pub(super) fn subscription_json(
@@ -123,12 +171,12 @@ impl Shared {
             "metadata": {},
             "object": "subscription_item",
             "price": self.price_json(&price, generation),
-            "quantity": 1,
+            "quantity": subscription.quantity,
             "subscription": subscription.id,
             "tax_rates": [],
             "plan": self.plan_json(&price, generation),
         });
-        let canceled = subscription.status == SubscriptionStatus::Canceled;
+        let cancel_at = subscription.cancel_at_period_end.then_some(subscription.current_period_end);
         let mut object = json!({
             "application": null,
             "application_fee_percent": null,
@@ -136,13 +184,13 @@ impl Shared {
             "billing_cycle_anchor": subscription.billing_cycle_anchor,
             "billing_cycle_anchor_config": null,
             "billing_thresholds": null,
-            "cancel_at": null,
-            "cancel_at_period_end": false,
+            "cancel_at": cancel_at,
+            "cancel_at_period_end": subscription.cancel_at_period_end,
             "canceled_at": subscription.canceled_at,
             "cancellation_details": {
                 "comment": null,
                 "feedback": null,
-                "reason": canceled.then_some("cancellation_requested"),
+                "reason": subscription.cancellation_reason,
             },
             "collection_method": "charge_automatically",
             "created": subscription.created,
@@ -183,9 +231,9 @@ impl Shared {
                 "status": subscription.status.as_str(),
                 "test_clock": null,
                 "transfer_data": null,
-                "trial_end": null,
+                "trial_end": subscription.trial_end,
                 "trial_settings": {"end_behavior": {"missing_payment_method": "create_invoice"}},
-                "trial_start": null,
+                "trial_start": subscription.trial_start,
             }),
         );
         match generation {
@@ -212,6 +260,97 @@ impl Shared {
         object
     }
 
+    /// One invoice line: the subscription's period, a trial's $0 period, or a proration credit.
+    fn invoice_line_json(
+        &self,
+        invoice: &SimInvoice,
+        line: &SimInvoiceLine,
+        subscription: &SimSubscription,
+        generation: ApiGeneration,
+    ) -> Value {
+        let price = self.price_or_placeholder(&line.price_id);
+        let date = |t: i64| {
+            chrono::DateTime::from_timestamp(t, 0)
+                .map_or_else(String::new, |d| d.format("%d %b %Y").to_string())
+        };
+        let description = if line.proration {
+            format!("Unused time on {} × License after {}", line.quantity, date(line.period_start))
+        } else if line.trial {
+            "Trial period for License".to_owned()
+        } else {
+            format!("{} × License (at {} / {})", line.quantity, price.amount_text(), price.interval_text())
+        };
+        let invoice_item = format!("ii_{}", line.id.trim_start_matches("il_"));
+        let mut object = json!({
+            "amount": line.amount,
+            "currency": price.currency,
+            "description": description,
+            "discount_amounts": [],
+            "discountable": !line.proration,
+            "discounts": [],
+            "id": line.id,
+            "invoice": invoice.id,
+            "livemode": false,
+            "metadata": {},
+            "object": "line_item",
+            "period": {"start": line.period_start, "end": line.period_end},
+            "quantity": line.quantity,
+            "subscription": subscription.id,
+            "pretax_credit_amounts": [],
+        });
+        match generation {
+            ApiGeneration::Basil => {
+                object["taxes"] = json!([]);
+                // A proration is an invoice item the update created [unverified: the shape of
+                // basil proration lines is read from the API reference, not from a real event].
+                object["parent"] = if line.proration {
+                    json!({
+                        "type": "invoice_item_details",
+                        "invoice_item_details": {
+                            "invoice_item": invoice_item,
+                            "proration": true,
+                            "proration_details": {"credited_items": null},
+                            "subscription": subscription.id,
+                        },
+                        "subscription_item_details": null,
+                    })
+                } else {
+                    json!({
+                        "type": "subscription_item_details",
+                        "invoice_item_details": null,
+                        "subscription_item_details": {
+                            "invoice_item": null,
+                            "proration": false,
+                            "proration_details": {"credited_items": null},
+                            "subscription": subscription.id,
+                            "subscription_item": subscription.item_id,
+                        },
+                    })
+                };
+                object["pricing"] = json!({
+                    "type": "price_details",
+                    "price_details": {"price": price.id, "product": price.product_id()},
+                    "unit_amount_decimal": price.unit_amount.to_string(),
+                });
+                object["subtotal"] = json!(line.amount);
+            }
+            ApiGeneration::Acacia => {
+                object["amount_excluding_tax"] = json!(line.amount);
+                object["invoice_item"] = if line.proration { json!(invoice_item) } else { Value::Null };
+                object["price"] = self.price_json(&price, generation);
+                object["proration"] = json!(line.proration);
+                object["proration_details"] = json!({"credited_items": null});
+                object["tax_amounts"] = json!([]);
+                object["tax_rates"] = json!([]);
+                object["type"] = json!(if line.proration { "invoiceitem" } else { "subscription" });
+                object["unit_amount_excluding_tax"] = json!(price.unit_amount.to_string());
+                object["plan"] = self.plan_json(&price, generation);
+                object["subscription_item"] = json!(subscription.item_id);
+            }
+        }
+        object
+    }
+
     pub(super) fn invoice_json(
         &self,
         invoice: &SimInvoice,
@@ -219,36 +358,26 @@ impl Shared {
         generation: ApiGeneration,
     ) -> Value {
         let price = self.price_or_placeholder(&subscription.price_id);
-        let line_id = format!("il_{}", invoice.id.trim_start_matches("in_"));
-        let mut line = json!({
-            "amount": invoice.amount_paid,
-            "currency": price.currency,
-            "description": format!("1 × License (at {} / {})", price.amount_text(), price.interval_text()),
-            "discount_amounts": [],
-            "discountable": true,
-            "discounts": [],
-            "id": line_id,
-            "invoice": invoice.id,
-            "livemode": false,
-            "metadata": {},
-            "object": "line_item",
-            "period": {"start": invoice.line_period_start, "end": invoice.line_period_end},
-            "quantity": 1,
-            "subscription": subscription.id,
-            "pretax_credit_amounts": [],
-        });
+        let lines: Vec<Value> = invoice
+            .lines
+            .iter()
+            .map(|line| self.invoice_line_json(invoice, line, subscription, generation))
+            .collect();
+        let total: i64 = invoice.lines.iter().map(|line| line.amount).sum();
+        let paid = invoice.status == InvoiceStatus::Paid;
         let mut object = json!({
             "account_country": "US",
             "account_name": null,
             "account_tax_ids": null,
-            "amount_due": invoice.amount_paid,
+            "amount_due": invoice.amount_due,
             "amount_paid": invoice.amount_paid,
-            "amount_remaining": 0,
+            "amount_remaining": if invoice.status == InvoiceStatus::Open { invoice.amount_due - invoice.amount_paid } else { 0 },
             "amount_shipping": 0,
             "application": null,
-            "attempt_count": 1,
-            "attempted": true,
-            "auto_advance": false,
+            "attempt_count": invoice.attempt_count,
+            "attempted": paid || invoice.attempt_count > 0,
+            // Stripe keeps retrying an open invoice on its own; a closed one is left alone.
+            "auto_advance": invoice.status == InvoiceStatus::Open,
             "automatic_tax": {"enabled": false, "liability": liability(generation), "status": null, "disabled_reason": null},
             "billing_reason": invoice.billing_reason,
             "collection_method": "charge_automatically",
@@ -257,8 +386,8 @@ impl Shared {
             "custom_fields": null,
             "customer": subscription.customer,
             "customer_address": null,
-            "customer_email": subscription.customer_email,
-            "customer_name": null,
+            "customer_email": invoice.customer_email,
+            "customer_name": invoice.customer_name,
             "customer_phone": null,
             "customer_shipping": null,
             "customer_tax_exempt": "none",
@@ -287,7 +416,7 @@ impl Shared {
                 "livemode": false,
                 // The invoice's own metadata: never the subscription's (the tutorial's bug).
                 "metadata": {},
-                "next_payment_attempt": null,
+                "next_payment_attempt": invoice.next_payment_attempt,
                 "number": invoice.number,
                 "object": "invoice",
                 "on_behalf_of": null,
@@ -301,19 +430,19 @@ impl Shared {
                 "shipping_details": null,
                 "starting_balance": 0,
                 "statement_descriptor": null,
-                "status": "paid",
+                "status": invoice.status.as_str(),
                 "status_transitions": {
                     "finalized_at": invoice.finalized_at,
-                    "marked_uncollectible_at": null,
+                    "marked_uncollectible_at": invoice.marked_uncollectible_at,
                     "paid_at": invoice.paid_at,
-                    "voided_at": null,
+                    "voided_at": invoice.voided_at,
                 },
-                "subtotal": invoice.amount_paid,
-                "subtotal_excluding_tax": invoice.amount_paid,
+                "subtotal": total,
+                "subtotal_excluding_tax": total,
                 "test_clock": null,
-                "total": invoice.amount_paid,
+                "total": total,
                 "total_discount_amounts": [],
-                "total_excluding_tax": invoice.amount_paid,
+                "total_excluding_tax": total,
                 "webhooks_delivered_at": invoice.created,
                 "automatically_finalizes_at": null,
                 "total_pretax_credit_amounts": [],
@@ -322,24 +451,6 @@ impl Shared {
         let payment_suffix = invoice.id.trim_start_matches("in_");
         match generation {
             ApiGeneration::Basil => {
-                line["taxes"] = json!([]);
-                line["parent"] = json!({
-                    "type": "subscription_item_details",
-                    "invoice_item_details": null,
-                    "subscription_item_details": {
-                        "invoice_item": null,
-                        "proration": false,
-                        "proration_details": {"credited_items": null},
-                        "subscription": subscription.id,
-                        "subscription_item": subscription.item_id,
-                    },
-                });
-                line["pricing"] = json!({
-                    "type": "price_details",
-                    "price_details": {"price": price.id, "product": price.product_id()},
-                    "unit_amount_decimal": price.unit_amount.to_string(),
-                });
-                line["subtotal"] = json!(invoice.amount_paid);
                 object["automatic_tax"]["provider"] = Value::Null;
                 object["rendering"] = json!({
                     "amount_tax_display": null,
@@ -360,23 +471,15 @@ impl Shared {
                 object["customer_account"] = Value::Null;
             }
             ApiGeneration::Acacia => {
-                line["amount_excluding_tax"] = json!(invoice.amount_paid);
-                line["invoice_item"] = Value::Null;
-                line["price"] = self.price_json(&price, generation);
-                line["proration"] = json!(false);
-                line["proration_details"] = json!({"credited_items": null});
-                line["tax_amounts"] = json!([]);
-                line["tax_rates"] = json!([]);
-                line["type"] = json!("subscription");
-                line["unit_amount_excluding_tax"] = json!(price.unit_amount.to_string());
-                line["plan"] = self.plan_json(&price, generation);
-                line["subscription_item"] = json!(subscription.item_id);
+                // A $0 invoice is paid without a charge.
+                let charged = invoice.attempt_count > 0;
                 object["application_fee_amount"] = Value::Null;
-                object["charge"] = json!(format!("ch_{payment_suffix}"));
+                object["charge"] = if charged { json!(format!("ch_{payment_suffix}")) } else { Value::Null };
                 object["discount"] = Value::Null;
-                object["paid"] = json!(true);
+                object["paid"] = json!(paid);
                 object["paid_out_of_band"] = json!(false);
-                object["payment_intent"] = json!(format!("pi_{payment_suffix}"));
+                object["payment_intent"] =
+                    if charged { json!(format!("pi_{payment_suffix}")) } else { Value::Null };
                 object["quote"] = Value::Null;
                 object["rendering"] = Value::Null;
                 object["subscription"] = json!(subscription.id);
@@ -387,17 +490,23 @@ impl Shared {
             }
         }
         let url = format!("/v1/invoices/{}/lines", invoice.id);
-        object["lines"] = list_of_one(line, url, generation == ApiGeneration::Acacia);
+        object["lines"] = list_of(lines, url, generation == ApiGeneration::Acacia);
         object
     }
 }
 
-/// A list object holding one item, as a subscription's items and an invoice's lines are
-/// embedded; `total_count` where the object has one.
+/// A list object holding one item, as a subscription's items are embedded; `total_count` where
+/// the object has one.
 fn list_of_one(item: Value, url: String, with_total_count: bool) -> Value {
-    let mut list = json!({"object": "list", "data": [item], "has_more": false, "url": url});
+    list_of(vec![item], url, with_total_count)
+}
+
+/// A list object of these items, as an invoice's lines are embedded.
+fn list_of(items: Vec<Value>, url: String, with_total_count: bool) -> Value {
+    let count = items.len();
+    let mut list = json!({"object": "list", "data": items, "has_more": false, "url": url});
     if with_total_count {
-        list["total_count"] = json!(1);
+        list["total_count"] = json!(count);
     }
     list
 }
@@ -524,7 +633,10 @@ mod tests {
                 "invoice.paid.subscription_cycle",
                 "customer.subscription.deleted",
             ];
-            for (event, file) in sim.events().iter().zip(files) {
+            let events = sim.events();
+            let billing = events.iter().filter(|e| e.event_type != "customer.subscription.created");
+            let billing = billing.filter(|e| e.event_type != "customer.subscription.updated");
+            for (event, file) in billing.zip(files) {
                 let fixture =
                     std::fs::read(fixtures.join(folder).join(format!("{file}.json"))).expect("fixture");
                 let fixture: Value = serde_json::from_slice(&fixture).expect("fixture json");

@@ -25,11 +25,28 @@ impl Shared {
         created: i64,
         object: Value,
     ) -> SimEvent {
+        self.emit_with_previous(store, event_type, subscription, created, object, None)
+    }
+
+    /// [`emit`](Self::emit) with `data.previous_attributes` (for `*.updated` events).
+    pub(super) fn emit_with_previous(
+        &self,
+        store: &mut Store,
+        event_type: &str,
+        subscription: Option<String>,
+        created: i64,
+        object: Value,
+        previous_attributes: Option<Value>,
+    ) -> SimEvent {
         let id = new_id("evt");
+        let mut data = json!({"object": object});
+        if let Some(previous) = previous_attributes {
+            data["previous_attributes"] = previous;
+        }
         let envelope = json!({
             "api_version": self.config.generation.api_version(),
             "created": created,
-            "data": {"object": object},
+            "data": data,
             "id": id,
             "livemode": false,
             "object": "event",
@@ -186,7 +203,7 @@ mod tests {
         assert_eq!(header, format!("t=1767000000,v1={}", hex::encode(mac.finalize().into_bytes())));
     }
 
-    /// A webhook endpoint that fails its first `failures` deliveries with a 500.
+    /// A webhook endpoint that fails the first `failures` deliveries of each event with a 500.
     async fn endpoint(failures: usize) -> (Url, Arc<Mutex<Vec<(HeaderMap, Bytes)>>>) {
         let received: Arc<Mutex<Vec<(HeaderMap, Bytes)>>> = Arc::default();
         let log = received.clone();
@@ -194,8 +211,13 @@ mod tests {
             "/webhooks",
             post(move |headers: HeaderMap, body: Bytes| async move {
                 let mut log = lock(&log);
+                let id = |body: &Bytes| {
+                    serde_json::from_slice::<serde_json::Value>(body).ok().map(|v| v["id"].clone())
+                };
+                let this = id(&body);
                 log.push((headers, body));
-                if log.len() <= failures { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::OK }
+                let seen = log.iter().filter(|(_, body)| id(body) == this).count();
+                if seen <= failures { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::OK }
             }),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -222,10 +244,18 @@ mod tests {
         assert!(sim.wait_for_deliveries_idle(Duration::from_secs(5)).await);
 
         let event = sim.events().pop().expect("event");
-        let attempts: Vec<(usize, Option<u16>)> =
-            sim.deliveries().iter().map(|d| (d.attempt, d.status)).collect();
+        assert_eq!(sim.events().len(), 2, "customer.subscription.created, invoice.paid");
+        let attempts: Vec<(usize, Option<u16>)> = sim
+            .deliveries()
+            .iter()
+            .filter(|d| d.event_id == event.id)
+            .map(|d| (d.attempt, d.status))
+            .collect();
         assert_eq!(attempts, vec![(1, Some(500)), (2, Some(500)), (3, Some(200))]);
         let received = lock(&received).clone();
+        assert_eq!(received.len(), 6);
+        let received: Vec<_> =
+            received.into_iter().filter(|(_, body)| body.as_ref() == event.body.as_slice()).collect();
         assert_eq!(received.len(), 3);
         for (headers, body) in &received {
             assert_eq!(body.as_ref(), event.body.as_slice(), "the exact bytes");
@@ -249,8 +279,10 @@ mod tests {
         sim.renew(&id).expect("renewed");
         sim.resend_event(&event.id).expect("resent");
         assert!(sim.wait_for_deliveries_idle(Duration::from_secs(5)).await);
-        assert_eq!(sim.deliveries().len(), 5);
-        assert!(sim.deliveries().iter().skip(3).all(DeliveryAttempt::succeeded));
+        let resent: Vec<DeliveryAttempt> =
+            sim.deliveries().into_iter().filter(|d| d.event_id == event.id).skip(3).collect();
+        assert_eq!(resent.len(), 1, "a fresh schedule, delivered at once");
+        assert!(resent[0].succeeded() && resent[0].attempt == 1);
     }
 
     #[tokio::test]
@@ -264,7 +296,7 @@ mod tests {
         let sim = started(config).await;
         sim.create_subscription(DEFAULT_PRICE_ID).expect("subscribed");
         assert!(sim.wait_for_deliveries_idle(Duration::from_secs(5)).await);
-        assert_eq!(lock(&received).len(), 2);
+        assert_eq!(lock(&received).len(), 4, "two attempts for each of the two events");
         assert!(sim.deliveries().iter().all(|d| d.status == Some(500)));
     }
 
