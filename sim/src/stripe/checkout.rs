@@ -1,5 +1,6 @@
-//! The checkout pages: a payment link's page, and its Pay button, which "pays" the link (a
-//! subscription, its first invoice, `invoice.paid`) and sends the buyer back to the store.
+//! The checkout pages: a payment link's page (which opens a Checkout Session), and its Pay
+//! button, which completes that session (a customer, a subscription, its first invoice paid,
+//! `checkout.session.completed`) and sends the buyer back to the store.
 
 use std::sync::Arc;
 
@@ -11,14 +12,18 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use url::Url;
 
-use super::StripeSimError;
-use super::state::Shared;
+use super::state::{DEFAULT_BUYER_EMAIL, Shared};
+use super::{CheckoutPayment, SimCheckoutSession, StripeSimError};
 use crate::frontdoor::lock;
+
+/// The placeholder Stripe fills in a redirect URL with the session's id.
+const PLACEHOLDER: &str = "{CHECKOUT_SESSION_ID}";
 
 #[derive(Template, WebTemplate)]
 #[template(path = "sandbox_checkout.html")]
 struct CheckoutPage {
     link_id: String,
+    session_id: String,
     amount: String,
     interval: String,
     quantity: u32,
@@ -26,27 +31,57 @@ struct CheckoutPage {
 
 #[derive(Template, WebTemplate)]
 #[template(path = "sandbox_message.html")]
-struct MessagePage {
-    title: String,
-    message: String,
+pub(super) struct MessagePage {
+    pub(super) title: String,
+    pub(super) message: String,
 }
 
+/// `url` with `{CHECKOUT_SESSION_ID}` replaced by the id, also when its braces are
+/// percent-encoded (`%7BCHECKOUT_SESSION_ID%7D`, either case) [unverified that Stripe fills the
+/// encoded spelling; the simulator does, since form encoders send it].
+pub(super) fn fill_session_id(url: &str, session_id: &str) -> String {
+    let mut filled = url.replace(PLACEHOLDER, session_id);
+    for open in ["%7B", "%7b"] {
+        for close in ["%7D", "%7d"] {
+            filled = filled.replace(&format!("{open}CHECKOUT_SESSION_ID{close}"), session_id);
+        }
+    }
+    filled
+}
+
+/// `GET /checkout/{plink}`: opens a Checkout Session and shows its page.
 pub(super) async fn page(State(shared): State<Arc<Shared>>, Path(link_id): Path<String>) -> Response {
-    let link = lock(&shared.store).links.iter().find(|l| l.id == link_id).cloned();
-    let Some((link, price)) = link.and_then(|link| shared.price(&link.price_id).map(|price| (link, price)))
-    else {
+    match shared.open_checkout(&link_id) {
+        Ok(session) => session_page_of(&shared, &session),
+        Err(_) => unknown_link_page(),
+    }
+}
+
+/// `GET /checkout/sessions/{cs}`: the page of an open session (its `url`).
+pub(super) async fn session_page(State(shared): State<Arc<Shared>>, Path(session): Path<String>) -> Response {
+    session_page_of(&shared, &session)
+}
+
+fn session_page_of(shared: &Shared, session_id: &str) -> Response {
+    let session = match shared.open_session(session_id) {
+        Ok(session) => session,
+        Err(error) => return refusal(error),
+    };
+    let Some(price) = shared.price(&session.price_id) else {
         return unknown_link_page();
     };
     CheckoutPage {
-        link_id: link.id,
+        link_id: session.payment_link,
+        session_id: session.id,
         amount: price.amount_text(),
         interval: price.interval_text(),
-        quantity: link.quantity,
+        quantity: session.quantity,
     }
     .into_response()
 }
 
-/// The Pay button: pays the link, then sends the buyer back to the store.
+/// The Pay button: completes the page's session (or, for a bare POST to the link, a new one),
+/// then sends the buyer to the link's redirect URL, or thanks them.
 pub(super) async fn pay(
     State(shared): State<Arc<Shared>>,
     Path(link_id): Path<String>,
@@ -58,24 +93,62 @@ pub(super) async fn pay(
             .map(|(_, value)| value.trim().to_owned())
             .filter(|value| !value.is_empty())
     };
-    let subscription = match shared.pay_link(&link_id, field("email"), field("name")) {
-        Ok(subscription) => subscription,
-        Err(StripeSimError::UnknownPaymentLink(_)) => return unknown_link_page(),
-        Err(error) => {
-            let page = MessagePage { title: "Cannot pay this link".to_owned(), message: error.to_string() };
-            return (StatusCode::BAD_REQUEST, page).into_response();
-        }
+    let session_id = match field("session") {
+        Some(session) => session,
+        None => match shared.open_checkout(&link_id) {
+            Ok(session) => session,
+            Err(_) => return unknown_link_page(),
+        },
     };
-    let link_redirect =
-        lock(&shared.store).links.iter().find(|l| l.id == link_id).and_then(|l| l.redirect_url.clone());
-    match link_redirect.or_else(|| shared.config.after_payment_url.as_ref().map(Url::to_string)) {
-        Some(url) => Redirect::to(&url).into_response(),
-        None => MessagePage {
-            title: "Thank you".to_owned(),
-            message: format!("Subscription {subscription} is created; its first invoice is paid."),
-        }
-        .into_response(),
+    let belongs =
+        lock(&shared.store).checkout_sessions.iter().any(|s| s.id == session_id && s.payment_link == link_id);
+    if !belongs {
+        return refusal(StripeSimError::UnknownCheckoutSession(session_id));
     }
+    // The page requires an email; a bare POST (a script, an old test) gets the default.
+    let payment = CheckoutPayment {
+        email: field("email").unwrap_or_else(|| DEFAULT_BUYER_EMAIL.to_owned()),
+        name: field("name"),
+        processing: false,
+    };
+    if let Err(error) = shared.complete_checkout(&session_id, payment) {
+        return refusal(error);
+    }
+    let session = lock(&shared.store).checkout_sessions.iter().find(|s| s.id == session_id).cloned();
+    let Some(session) = session else {
+        return unknown_link_page();
+    };
+    let fallback = || shared.config.after_payment_url.as_ref().map(Url::to_string);
+    match session.success_url.clone().or_else(fallback) {
+        Some(url) => Redirect::to(&fill_session_id(&url, &session.id)).into_response(),
+        None => thank_you_page(&session),
+    }
+}
+
+fn thank_you_page(session: &SimCheckoutSession) -> Response {
+    let subscription = session.subscription.as_deref().unwrap_or_default();
+    MessagePage {
+        title: "Thank you".to_owned(),
+        message: format!(
+            "Subscription {subscription} is created; its first invoice is paid (checkout session {}).",
+            session.id
+        ),
+    }
+    .into_response()
+}
+
+/// A page for a session that cannot be paid: 404 for an unknown one, 410 for an expired one,
+/// 400 otherwise.
+fn refusal(error: StripeSimError) -> Response {
+    let status = match &error {
+        StripeSimError::UnknownCheckoutSession(_) | StripeSimError::UnknownPaymentLink(_) => {
+            StatusCode::NOT_FOUND
+        }
+        StripeSimError::NotAllowed(message) if message.ends_with("expired") => StatusCode::GONE,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    let page = MessagePage { title: "Cannot pay this checkout".to_owned(), message: error.to_string() };
+    (status, page).into_response()
 }
 
 fn unknown_link_page() -> Response {
@@ -116,7 +189,7 @@ mod tests {
         assert_eq!(subscription.status, SubscriptionStatus::Active);
         let events = sim.events();
         let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
-        assert_eq!(types, ["customer.subscription.created", "invoice.paid"]);
+        assert_eq!(types, ["customer.subscription.created", "invoice.paid", "checkout.session.completed"]);
         assert_eq!(events[0].object()["status"], "active");
         let event = events[1].json();
         assert_eq!(events[1].subscription.as_ref(), Some(&subscription.id));

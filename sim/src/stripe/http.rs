@@ -15,9 +15,12 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use url::Url;
 
-use super::render::{customer_json, payment_link_json, pretty};
-use super::state::{Shared, Store, SubscriptionChange, new_id};
-use super::{ApiGeneration, SimPaymentLink, SimSubscription, StripeSimError, checkout};
+use super::render::{customer_json, payment_link_json, portal_session_json, pretty};
+use super::state::{Shared, Store, SubscriptionChange};
+use super::{
+    ApiGeneration, SimCheckoutSession, SimEvent, SimPaymentLink, SimSubscription, StripeSimError, checkout,
+    portal,
+};
 use crate::frontdoor::{KeyCheck, lock, require_api_key};
 
 /// Stripe's metadata limits.
@@ -32,10 +35,17 @@ pub(super) fn routes(shared: Arc<Shared>) -> Router {
         .route("/v1/subscriptions/{id}", get(retrieve_subscription).post(update_subscription))
         .route("/v1/subscriptions/{id}/pause", post(pause_subscription))
         .route("/v1/subscriptions/{id}/resume", post(resume_subscription))
-        .route("/v1/prices/{id}", get(retrieve_price));
+        .route("/v1/prices/{id}", get(retrieve_price))
+        .route("/v1/checkout/sessions", get(list_checkout_sessions))
+        .route("/v1/checkout/sessions/{id}", get(retrieve_checkout_session))
+        .route("/v1/customers/{id}", get(retrieve_customer))
+        .route("/v1/billing_portal/sessions", post(create_portal_session));
     Router::new()
         .merge(require_api_key(api, shared.clone()))
         .route("/checkout/{link}", get(checkout::page).post(checkout::pay))
+        .route("/checkout/sessions/{session}", get(checkout::session_page))
+        .route("/portal/{session}", get(portal::page))
+        .route("/portal/{session}/subscriptions/{subscription}/{action}", post(portal::act))
         .fallback(unrecognized_url)
         .with_state(shared)
 }
@@ -292,6 +302,9 @@ struct AfterCompletionParams {
     #[serde(rename = "type")]
     kind: Option<String>,
     redirect: Option<RedirectParams>,
+    /// `[hosted_confirmation][custom_message]`: accepted; the simulator's page is its own.
+    #[allow(dead_code)]
+    hosted_confirmation: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Deserialize)]
@@ -350,19 +363,7 @@ async fn create_payment_link(State(shared): State<Arc<Shared>>, headers: HeaderM
                 format!("No such price: '{price_id}'"),
             ));
         }
-        let redirect_url = match params.after_completion {
-            Some(AfterCompletionParams { kind: Some(kind), redirect }) if kind == "redirect" => {
-                let url = redirect.and_then(|r| r.url).filter(|url| Url::parse(url).is_ok());
-                Some(url.ok_or_else(|| {
-                    ApiError::invalid(
-                        "parameter_invalid",
-                        "after_completion[redirect][url]",
-                        "after_completion[redirect][url] must be a URL.",
-                    )
-                })?)
-            }
-            _ => None,
-        };
+        let redirect_url = after_completion(params.after_completion)?;
         let (subscription_metadata, trial) = match params.subscription_data {
             Some(data) => (data.metadata, data.trial_period_days),
             None => (BTreeMap::new(), None),
@@ -386,11 +387,9 @@ async fn create_payment_link(State(shared): State<Arc<Shared>>, headers: HeaderM
                 ));
             }
         };
-        let id = new_id("plink");
-        let url = shared.base_url.join(&format!("checkout/{id}")).map(String::from).unwrap_or_default();
         let link = SimPaymentLink {
-            id,
-            url,
+            id: String::new(),
+            url: String::new(),
             price_id,
             quantity,
             metadata: params.metadata,
@@ -398,11 +397,51 @@ async fn create_payment_link(State(shared): State<Arc<Shared>>, headers: HeaderM
             redirect_url,
             trial_period_days,
         };
-        let price = shared.price(&link.price_id);
-        let answer = payment_link_json(&link, price);
-        lock(&shared.store).links.push(link);
-        Ok((StatusCode::OK, answer))
+        let link = shared.add_link(&mut lock(&shared.store), link);
+        Ok((StatusCode::OK, payment_link_json(&link, shared.price(&link.price_id))))
     })
+}
+
+/// `after_completion`: `redirect` (with a URL, which may hold `{CHECKOUT_SESSION_ID}`) gives
+/// the URL; `hosted_confirmation` or nothing, `None`.
+fn after_completion(params: Option<AfterCompletionParams>) -> Result<Option<String>, ApiError> {
+    let Some(params) = params else {
+        return Ok(None);
+    };
+    match params.kind.as_deref() {
+        Some("redirect") => {
+            let url = params.redirect.and_then(|r| r.url).filter(|url| !url.is_empty());
+            let url = url.ok_or_else(|| {
+                ApiError::invalid(
+                    "parameter_missing",
+                    "after_completion[redirect][url]",
+                    "Missing required param: after_completion[redirect][url].",
+                )
+            })?;
+            // The placeholder's braces are not valid in every part of a URL: check it filled in.
+            if Url::parse(&checkout::fill_session_id(&url, "cs_test_x")).is_err() {
+                return Err(ApiError::invalid(
+                    "url_invalid",
+                    "after_completion[redirect][url]",
+                    format!("Not a valid URL: {url}"),
+                ));
+            }
+            Ok(Some(url))
+        }
+        Some("hosted_confirmation") => Ok(None),
+        Some(other) => Err(ApiError::invalid(
+            "parameter_invalid",
+            "after_completion[type]",
+            format!(
+                "Invalid after_completion[type]: must be one of redirect or hosted_confirmation (got {other})."
+            ),
+        )),
+        None => Err(ApiError::invalid(
+            "parameter_missing",
+            "after_completion[type]",
+            "Missing required param: after_completion[type].",
+        )),
+    }
 }
 
 /// The `expand[]` values of a query string or form body (`expand[]=x`, `expand%5B%5D=x`,
@@ -412,6 +451,19 @@ fn expand_paths(pairs: &[u8]) -> Vec<String> {
         .filter(|(name, _)| name == "expand" || name.starts_with("expand["))
         .map(|(_, value)| value.into_owned())
         .collect()
+}
+
+fn unexpandable(path: &str) -> ApiError {
+    ApiError::invalid("parameter_invalid", "expand", format!("This property cannot be expanded ({path})."))
+}
+
+/// What a retrieve reads besides the id: the answer's generation and the `expand[]` paths.
+fn read_options(
+    shared: &Shared,
+    query: Option<String>,
+    headers: &HeaderMap,
+) -> Result<(ApiGeneration, Vec<String>), ApiError> {
+    Ok((answer_generation(shared, headers)?, expand_paths(query.unwrap_or_default().as_bytes())))
 }
 
 /// The subscription's JSON with the asked-for expansions: `latest_invoice` and `customer`;
@@ -432,14 +484,8 @@ fn expanded_subscription(
                     object["latest_invoice"] = shared.invoice_json(invoice, subscription, generation);
                 }
             }
-            "customer" => object["customer"] = customer_json(subscription),
-            other => {
-                return Err(ApiError::invalid(
-                    "parameter_invalid",
-                    "expand",
-                    format!("This property cannot be expanded ({other})."),
-                ));
-            }
+            "customer" => object["customer"] = customer_object(store, &subscription.customer)?,
+            other => return Err(unexpandable(other)),
         }
     }
     Ok(object)
@@ -451,8 +497,7 @@ async fn retrieve_subscription(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let generation = answer_generation(&shared, &headers)?;
-    let expand = expand_paths(query.unwrap_or_default().as_bytes());
+    let (generation, expand) = read_options(&shared, query, &headers)?;
     let store = lock(&shared.store);
     let subscription = store.subscriptions.iter().find(|s| s.id == id).cloned();
     let subscription = subscription.ok_or_else(|| ApiError::missing("subscription", "id", &id))?;
@@ -482,11 +527,7 @@ async fn pause_subscription(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let generation = answer_generation(&shared, &headers)?;
-    Ok(idempotent(&shared, &headers, &format!("POST /v1/subscriptions/{id}/pause"), &body, || {
-        shared.pause(&id).map_err(control_error)?;
-        subscription_answer(&shared, &id, generation, &expand_paths(&body))
-    }))
+    subscription_control(&shared, &id, "pause", Shared::pause, &headers, &body)
 }
 
 /// `POST /v1/subscriptions/{id}/resume` (a new period from now, invoiced and paid).
@@ -496,10 +537,23 @@ async fn resume_subscription(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let generation = answer_generation(&shared, &headers)?;
-    Ok(idempotent(&shared, &headers, &format!("POST /v1/subscriptions/{id}/resume"), &body, || {
-        shared.resume(&id).map_err(control_error)?;
-        subscription_answer(&shared, &id, generation, &expand_paths(&body))
+    subscription_control(&shared, &id, "resume", Shared::resume, &headers, &body)
+}
+
+/// `POST /v1/subscriptions/{id}/{action}`: runs the control once per idempotency key and
+/// answers the subscription.
+fn subscription_control(
+    shared: &Shared,
+    id: &str,
+    action: &str,
+    control: fn(&Shared, &str) -> Result<Vec<SimEvent>, StripeSimError>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let generation = answer_generation(shared, headers)?;
+    Ok(idempotent(shared, headers, &format!("POST /v1/subscriptions/{id}/{action}"), body, || {
+        control(shared, id).map_err(control_error)?;
+        subscription_answer(shared, id, generation, &expand_paths(body))
     }))
 }
 
@@ -540,17 +594,10 @@ struct ItemUpdateParams {
     quantity: Option<String>,
 }
 
-/// The form body without its `metadata` parameters (read separately: a bare `metadata=` is a
-/// string where the typed form expects a map).
-fn without_metadata(body: &[u8]) -> Vec<u8> {
-    let pairs =
-        url::form_urlencoded::parse(body).filter(|(name, _)| name.split('[').next() != Some("metadata"));
-    url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish().into_bytes()
-}
-
 /// The item, price, seat and cancel changes a form body asks for.
 fn item_changes(body: &[u8], subscription: &SimSubscription) -> Result<SubscriptionChange, ApiError> {
-    let params: UpdateItemsParams = parse_form(&without_metadata(body))?;
+    // `metadata` is read separately: a bare `metadata=` is a string where the form wants a map.
+    let params: UpdateItemsParams = parse_form(&without(body, &["metadata"]))?;
     let mut change = SubscriptionChange::default();
     if let Some(behavior) = params.proration_behavior {
         // Accepted and ignored: the simulator prorates only switches to another interval.
@@ -712,6 +759,192 @@ async fn retrieve_price(
     let generation = answer_generation(&shared, &headers)?;
     let price = shared.price(&id).ok_or_else(|| ApiError::missing("price", "id", &id))?;
     Ok(stripe_json(StatusCode::OK, &shared.price_json(price, generation)))
+}
+
+/// The customer's object (for `expand[]=customer`).
+fn customer_object(store: &Store, id: &str) -> Result<Value, ApiError> {
+    store.customer(id).map(customer_json).ok_or_else(|| ApiError::missing("customer", "customer", id))
+}
+
+async fn retrieve_customer(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let store = lock(&shared.store);
+    let customer = store.customer(&id).ok_or_else(|| ApiError::missing("customer", "id", &id))?;
+    Ok(stripe_json(StatusCode::OK, &customer_json(customer)))
+}
+
+/// The session's JSON with the asked-for expansions: `subscription`, `customer`, `line_items`,
+/// `payment_link`, `invoice` (expansions of an unset id leave `null`); anything else is a 400.
+fn expanded_session(
+    shared: &Shared,
+    store: &Store,
+    session: &SimCheckoutSession,
+    generation: ApiGeneration,
+    expand: &[String],
+) -> Result<Value, ApiError> {
+    let mut object = shared.checkout_session_json(session);
+    let subscription =
+        session.subscription.as_ref().and_then(|id| store.subscriptions.iter().find(|s| s.id == *id));
+    for path in expand {
+        match path.as_str() {
+            "subscription" => {
+                if let Some(subscription) = subscription {
+                    object["subscription"] =
+                        expanded_subscription(shared, store, subscription, generation, &[])?;
+                }
+            }
+            "customer" => {
+                if let Some(customer) = &session.customer {
+                    object["customer"] = customer_object(store, customer)?;
+                }
+            }
+            "line_items" => object["line_items"] = shared.checkout_line_items_json(session, generation),
+            "payment_link" => {
+                if let Some(link) = store.links.iter().find(|l| l.id == session.payment_link) {
+                    object["payment_link"] = payment_link_json(link, shared.price(&link.price_id));
+                }
+            }
+            "invoice" => {
+                let invoice =
+                    session.invoice.as_ref().and_then(|id| store.invoices.iter().find(|i| i.id == *id));
+                if let (Some(invoice), Some(subscription)) = (invoice, subscription) {
+                    object["invoice"] = shared.invoice_json(invoice, subscription, generation);
+                }
+            }
+            other => return Err(unexpandable(other)),
+        }
+    }
+    Ok(object)
+}
+
+/// `GET /v1/checkout/sessions/{id}`.
+async fn retrieve_checkout_session(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (generation, expand) = read_options(&shared, query, &headers)?;
+    let store = lock(&shared.store);
+    let session = store.checkout_sessions.iter().find(|s| s.id == id);
+    let session = session.ok_or_else(|| ApiError::missing("checkout.session", "id", &id))?;
+    Ok(stripe_json(StatusCode::OK, &expanded_session(&shared, &store, session, generation, &expand)?))
+}
+
+/// `GET /v1/checkout/sessions`: newest first, filtered by `subscription`, `payment_link`,
+/// `customer`, `status`; `limit` (1 to 100, default 10), `starting_after`; `expand[]=data.x`.
+async fn list_checkout_sessions(
+    State(shared): State<Arc<Shared>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let generation = answer_generation(&shared, &headers)?;
+    let query = query.unwrap_or_default();
+    let params: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+    let param = |name: &str| params.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str());
+    let known = ["subscription", "payment_link", "customer", "status", "limit", "starting_after", "expand"];
+    if let Some((name, _)) =
+        params.iter().find(|(name, _)| !known.contains(&name.split('[').next().unwrap_or_default()))
+    {
+        return Err(ApiError::invalid(
+            "parameter_unknown",
+            name.clone(),
+            format!("Received unknown parameter: {name}"),
+        ));
+    }
+    let limit = match param("limit").map(str::parse::<usize>) {
+        None => 10,
+        Some(Ok(limit @ 1..=100)) => limit,
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "parameter_invalid_integer",
+                "limit",
+                "This value must be greater than or equal to 1 and less than or equal to 100.",
+            ));
+        }
+    };
+    let expand: Vec<String> = expand_paths(query.as_bytes())
+        .into_iter()
+        .map(|path| path.strip_prefix("data.").map(str::to_owned).ok_or(path))
+        .collect::<Result<_, _>>()
+        .map_err(|path| unexpandable(&path))?;
+    let store = lock(&shared.store);
+    let matches = |session: &&SimCheckoutSession| {
+        param("subscription").is_none_or(|id| session.subscription.as_deref() == Some(id))
+            && param("payment_link").is_none_or(|id| session.payment_link == id)
+            && param("customer").is_none_or(|id| session.customer.as_deref() == Some(id))
+            && param("status").is_none_or(|status| session.status.as_str() == status)
+    };
+    // Newest first: stored oldest first, so reversed (ties keep creation order).
+    let mut newest_first = store.checkout_sessions.iter().rev().filter(matches);
+    if let Some(after) = param("starting_after") {
+        if !store.checkout_sessions.iter().any(|s| s.id == after) {
+            return Err(ApiError::missing("checkout.session", "starting_after", after));
+        }
+        newest_first.by_ref().find(|s| s.id == after);
+    }
+    let page: Vec<&SimCheckoutSession> = newest_first.by_ref().take(limit).collect();
+    let has_more = newest_first.next().is_some();
+    let data = page
+        .into_iter()
+        .map(|session| expanded_session(&shared, &store, session, generation, &expand))
+        .collect::<Result<Vec<Value>, ApiError>>()?;
+    let answer =
+        json!({"object": "list", "data": data, "has_more": has_more, "url": "/v1/checkout/sessions"});
+    Ok(stripe_json(StatusCode::OK, &answer))
+}
+
+#[derive(Deserialize)]
+struct PortalSessionParams {
+    customer: Option<String>,
+    return_url: Option<String>,
+    configuration: Option<String>,
+}
+
+/// `POST /v1/billing_portal/sessions`: `customer` (required, known), `return_url` (a URL);
+/// `configuration` must be the default's id; `locale`, `on_behalf_of`, `flow_data` are accepted
+/// and ignored.
+async fn create_portal_session(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    idempotent(&shared, &headers, "POST /v1/billing_portal/sessions", &body, || {
+        check_known_parameters(
+            &body,
+            &["customer", "return_url", "configuration", "locale", "on_behalf_of", "flow_data", "expand"],
+        )?;
+        let params: PortalSessionParams = parse_form(&without(&body, &["flow_data"]))?;
+        let customer = params.customer.filter(|c| !c.is_empty()).ok_or_else(|| {
+            ApiError::invalid("parameter_missing", "customer", "Missing required param: customer.")
+        })?;
+        if let Some(url) = params.return_url.as_deref().filter(|url| Url::parse(url).is_err()) {
+            return Err(ApiError::invalid("url_invalid", "return_url", format!("Not a valid URL: {url}")));
+        }
+        if let Some(configuration) = params.configuration {
+            if configuration != super::sessions::PORTAL_CONFIGURATION {
+                return Err(ApiError::invalid(
+                    "resource_missing",
+                    "configuration",
+                    format!("No such configuration: '{configuration}'"),
+                ));
+            }
+        }
+        let session = shared.create_portal_session(&customer, params.return_url).map_err(|_| {
+            // A missing object named by a body parameter is a 400, not a 404.
+            ApiError::invalid("resource_missing", "customer", format!("No such customer: '{customer}'"))
+        })?;
+        Ok((StatusCode::OK, portal_session_json(&session)))
+    })
+}
+
+/// The form body without these parameters (read separately, or ignored).
+fn without(body: &[u8], names: &[&str]) -> Vec<u8> {
+    let pairs = url::form_urlencoded::parse(body)
+        .filter(|(name, _)| !names.contains(&name.split('[').next().unwrap_or_default()));
+    url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish().into_bytes()
 }
 
 #[cfg(test)]

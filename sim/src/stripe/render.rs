@@ -6,7 +6,8 @@ use serde_json::{Value, json};
 
 use super::state::Shared;
 use super::{
-    ApiGeneration, InvoiceStatus, SimInvoice, SimInvoiceLine, SimPaymentLink, SimPrice, SimSubscription,
+    ApiGeneration, CheckoutStatus, InvoiceStatus, SimCheckoutSession, SimCustomer, SimInvoice,
+    SimInvoiceLine, SimPaymentLink, SimPortalSession, SimPrice, SimSubscription,
 };
 
 /// `data.previous_attributes` for a change from `before` to `after`: objects are compared key by
@@ -35,16 +36,46 @@ pub(super) fn previous_attributes(before: &Value, after: &Value) -> Option<Value
     }
 }
 
-/// A customer object (`expand[]=customer`).
-pub(super) fn customer_json(subscription: &SimSubscription) -> Value {
+/// A customer object (`GET /v1/customers/{id}`, `expand[]=customer`).
+pub(super) fn customer_json(customer: &SimCustomer) -> Value {
     json!({
-        "id": subscription.customer,
+        "id": customer.id,
         "object": "customer",
-        "created": subscription.created,
-        "email": subscription.customer_email,
+        "address": null,
+        "balance": 0,
+        "created": customer.created,
+        "currency": null,
+        "default_source": null,
+        "delinquent": false,
+        "description": null,
+        "email": customer.email,
+        "invoice_prefix": null,
+        "invoice_settings": {"custom_fields": null, "default_payment_method": null, "footer": null, "rendering_options": null},
         "livemode": false,
         "metadata": {},
-        "name": subscription.customer_name,
+        "name": customer.name,
+        "phone": null,
+        "preferred_locales": [],
+        "shipping": null,
+        "tax_exempt": "none",
+        "test_clock": null,
+    })
+}
+
+/// `POST /v1/billing_portal/sessions`' answer.
+pub(super) fn portal_session_json(session: &SimPortalSession) -> Value {
+    json!({
+        "id": session.id,
+        "object": "billing_portal.session",
+        "configuration": session.configuration,
+        "created": session.created,
+        "customer": session.customer,
+        "flow": null,
+        "livemode": false,
+        "locale": null,
+        "on_behalf_of": null,
+        "return_url": session.return_url,
+        "url": session.url,
     })
 }
 
@@ -80,6 +111,101 @@ pub(super) fn payment_link_json(link: &SimPaymentLink, price: Option<&SimPrice>)
 }
 
 impl Shared {
+    /// A Checkout Session (`line_items` only when expanded: see
+    /// [`checkout_line_items_json`](Self::checkout_line_items_json)).
+    pub(super) fn checkout_session_json(&self, session: &SimCheckoutSession) -> Value {
+        let price = self.price_or_placeholder(&session.price_id);
+        let customer_details = session.customer_details.as_ref().map(|details| {
+            json!({
+                "address": null,
+                "email": details.email,
+                "name": details.name,
+                "phone": null,
+                "tax_exempt": "none",
+                "tax_ids": [],
+            })
+        });
+        let mut object = json!({
+            "id": session.id,
+            "object": "checkout.session",
+            "after_expiration": null,
+            "allow_promotion_codes": false,
+            "amount_subtotal": session.amount_total,
+            "amount_total": session.amount_total,
+            "automatic_tax": {"enabled": false, "liability": null, "status": null},
+            "billing_address_collection": "auto",
+            "cancel_url": null,
+            "client_reference_id": null,
+            "client_secret": null,
+            "consent": null,
+            "consent_collection": null,
+            "created": session.created,
+            "currency": price.currency,
+            "custom_fields": [],
+            "custom_text": {"after_submit": null, "shipping_address": null, "submit": null, "terms_of_service_acceptance": null},
+            "customer": session.customer,
+            "customer_creation": "always",
+            "customer_details": customer_details,
+            // A prefill the simulator's links never set: read `customer_details.email`.
+            "customer_email": null,
+            "expires_at": session.expires_at,
+        });
+        append(
+            &mut object,
+            json!({
+                // The subscription's first invoice [unverified: documented as "the invoice
+                // created by the Checkout Session, if it exists"].
+                "invoice": session.invoice,
+                "invoice_creation": null,
+                "livemode": false,
+                "locale": "auto",
+                "metadata": session.metadata,
+                "mode": "subscription",
+                "payment_intent": null,
+                "payment_link": session.payment_link,
+                "payment_method_collection": "always",
+                "payment_method_types": ["card"],
+                "payment_status": session.payment_status.as_str(),
+                "phone_number_collection": {"enabled": false},
+                "recovered_from": null,
+                "setup_intent": null,
+                "shipping_address_collection": null,
+                "shipping_cost": null,
+                "status": session.status.as_str(),
+                "submit_type": null,
+                "subscription": session.subscription,
+                "success_url": session.success_url,
+                "total_details": {"amount_discount": 0, "amount_shipping": 0, "amount_tax": 0},
+                "ui_mode": "hosted",
+                // Only an open session has a URL.
+                "url": (session.status == CheckoutStatus::Open).then_some(&session.url),
+            }),
+        );
+        object
+    }
+
+    /// `line_items` of a Checkout Session (`expand[]=line_items`): a list of one item.
+    pub(super) fn checkout_line_items_json(
+        &self,
+        session: &SimCheckoutSession,
+        generation: ApiGeneration,
+    ) -> Value {
+        let price = self.price_or_placeholder(&session.price_id);
+        let item = json!({
+            "id": session.line_item_id,
+            "object": "item",
+            "amount_discount": 0,
+            "amount_subtotal": session.amount_total,
+            "amount_tax": 0,
+            "amount_total": session.amount_total,
+            "currency": price.currency,
+            "description": "License",
+            "price": self.price_json(&price, generation),
+            "quantity": session.quantity,
+        });
+        list_of_one(item, format!("/v1/checkout/sessions/{}/line_items", session.id), false)
+    }
+
     pub(super) fn price_json(&self, price: &SimPrice, generation: ApiGeneration) -> Value {
         let mut price_object = self.recurring_price_json(price, generation);
         if !price.recurring {

@@ -15,11 +15,14 @@ use serde_json::{Value, json};
 
 use super::render::previous_attributes;
 use super::{
-    AfterFailedPayments, ApiGeneration, DeliveryAttempt, Interval, InvoiceStatus, SimEvent, SimInvoice,
-    SimInvoiceLine, SimPaymentLink, SimPrice, SimSubscription, StripeSimConfig, StripeSimError,
-    SubscribeOptions, SubscriptionStatus,
+    AfterFailedPayments, ApiGeneration, DeliveryAttempt, Interval, InvoiceStatus, SimCheckoutSession,
+    SimCustomer, SimEvent, SimInvoice, SimInvoiceLine, SimPaymentLink, SimPortalSession, SimPrice,
+    SimSubscription, StripeSimConfig, StripeSimError, SubscribeOptions, SubscriptionStatus,
 };
 use crate::frontdoor::lock;
+
+/// The email of a buyer who gave none (a subscription made by a control, a bare checkout POST).
+pub(super) const DEFAULT_BUYER_EMAIL: &str = "buyer@example.com";
 
 pub(super) struct Shared {
     pub(super) config: StripeSimConfig,
@@ -37,6 +40,9 @@ pub(super) struct Store {
     /// Simulated time minus real time, in seconds.
     pub(super) clock_offset: i64,
     pub(super) links: Vec<SimPaymentLink>,
+    pub(super) customers: Vec<SimCustomer>,
+    pub(super) checkout_sessions: Vec<SimCheckoutSession>,
+    pub(super) portal_sessions: Vec<SimPortalSession>,
     pub(super) subscriptions: Vec<SimSubscription>,
     pub(super) invoices: Vec<SimInvoice>,
     pub(super) events: Vec<SimEvent>,
@@ -79,6 +85,60 @@ impl Store {
     fn invoice_mut(&mut self, id: &str) -> Option<&mut SimInvoice> {
         self.invoices.iter_mut().find(|i| i.id == id)
     }
+
+    pub(super) fn customer(&self, id: &str) -> Option<&SimCustomer> {
+        self.customers.iter().find(|c| c.id == id)
+    }
+
+    /// A new customer (`cus_...`), stored.
+    pub(super) fn new_customer(&mut self, email: String, name: Option<String>) -> SimCustomer {
+        let customer = SimCustomer { id: new_id("cus"), email, name, created: self.now() };
+        self.customers.push(customer.clone());
+        customer
+    }
+}
+
+/// Who subscribes: an existing customer, or a new one with this email (a default when `None`)
+/// and name.
+#[derive(Debug, Default)]
+pub(super) struct Buyer {
+    pub(super) customer: Option<String>,
+    pub(super) email: Option<String>,
+    pub(super) name: Option<String>,
+}
+
+/// What an invoice of the subscription's current period is for: its lines are `credits` (a
+/// proration) then the period's line (`$0` for a `trial`).
+struct NewInvoice {
+    billing_reason: &'static str,
+    created: i64,
+    /// The invoice's own period runs from here to the current period's start.
+    looking_back_from: i64,
+    finalized_at: i64,
+    credits: Vec<SimInvoiceLine>,
+    trial: bool,
+}
+
+impl NewInvoice {
+    /// A `subscription_cycle` or `subscription_update` invoice finalized at once, at `now`.
+    fn immediate(billing_reason: &'static str, now: i64, looking_back_from: i64) -> NewInvoice {
+        NewInvoice {
+            billing_reason,
+            created: now,
+            looking_back_from,
+            finalized_at: now,
+            credits: Vec::new(),
+            trial: false,
+        }
+    }
+}
+
+/// A new billing cycle from `now` (resume, a switch to another interval): the anchor is reset.
+fn restart_cycle(subscription: &mut SimSubscription, price: &SimPrice, now: i64) {
+    subscription.billing_cycle_anchor = now;
+    subscription.cycle += 1;
+    subscription.current_period_start = now;
+    subscription.current_period_end = add_cycles(now, price, 1);
 }
 
 /// What one update of a subscription changes (`POST /v1/subscriptions/{id}`, or a control).
@@ -138,7 +198,7 @@ impl Shared {
         self.price(id).ok_or_else(|| StripeSimError::UnknownPrice(id.to_owned()))
     }
 
-    fn recurring_price(&self, id: &str) -> Result<&SimPrice, StripeSimError> {
+    pub(super) fn recurring_price(&self, id: &str) -> Result<&SimPrice, StripeSimError> {
         let price = self.known_price(id)?;
         if !price.recurring {
             return Err(StripeSimError::NotAllowed(format!(
@@ -152,39 +212,45 @@ impl Shared {
         self.subscription_json(subscription, self.config.generation)
     }
 
-    pub(super) fn pay_link(
-        &self,
-        link_id: &str,
-        email: Option<String>,
-        name: Option<String>,
-    ) -> Result<String, StripeSimError> {
-        let link = lock(&self.store).links.iter().find(|l| l.id == link_id).cloned();
-        let link = link.ok_or_else(|| StripeSimError::UnknownPaymentLink(link_id.to_owned()))?;
-        let options = SubscribeOptions { quantity: link.quantity, trial_days: link.trial_period_days };
-        self.subscribe(&link.price_id, options, link.subscription_metadata, email, name)
-    }
-
     pub(super) fn subscribe(
         &self,
         price_id: &str,
         options: SubscribeOptions,
         metadata: BTreeMap<String, String>,
-        email: Option<String>,
-        name: Option<String>,
+        buyer: Buyer,
     ) -> Result<String, StripeSimError> {
+        let mut store = lock(&self.store);
+        self.subscribe_in(&mut store, price_id, options, metadata, buyer).map(|(id, _)| id)
+    }
+
+    /// A subscription (and its customer, unless the buyer has one), its first invoice paid:
+    /// `customer.subscription.created`, `invoice.paid`. Returns its id and the events.
+    pub(super) fn subscribe_in(
+        &self,
+        store: &mut Store,
+        price_id: &str,
+        options: SubscribeOptions,
+        metadata: BTreeMap<String, String>,
+        buyer: Buyer,
+    ) -> Result<(String, Vec<SimEvent>), StripeSimError> {
         let price = self.recurring_price(price_id)?;
         if options.quantity == 0 {
             return Err(StripeSimError::NotAllowed("quantity must be at least 1".to_owned()));
         }
-        let mut store = lock(&self.store);
+        let customer = match buyer.customer {
+            Some(id) => store.customer(&id).cloned().ok_or(StripeSimError::UnknownCustomer(id))?,
+            None => {
+                store.new_customer(buyer.email.unwrap_or_else(|| DEFAULT_BUYER_EMAIL.to_owned()), buyer.name)
+            }
+        };
         let now = store.now();
         let trial_end =
             options.trial_days.filter(|days| *days > 0).map(|days| now + i64::from(days) * 86_400);
-        let mut subscription = SimSubscription {
+        let subscription = SimSubscription {
             id: new_id("sub"),
-            customer: new_id("cus"),
-            customer_email: email.unwrap_or_else(|| "buyer@example.com".to_owned()),
-            customer_name: name,
+            customer: customer.id,
+            customer_email: customer.email,
+            customer_name: customer.name,
             item_id: new_id("si"),
             price_id: price.id.clone(),
             quantity: options.quantity,
@@ -208,20 +274,20 @@ impl Shared {
             cancellation_reason: None,
             latest_invoice: String::new(),
         };
+        let id = subscription.id.clone();
+        store.subscriptions.push(subscription);
         // The first invoice is finalized at once, before anyone could write metadata, so its
         // snapshot holds only what the subscription was created with. A trial's is for $0
         // ("an immediate invoice is still created, but for $0"), which is paid without a charge.
-        let line = self.period_line(&subscription, trial_end.is_some());
-        let invoice =
-            self.new_invoice(&mut store, &subscription, "subscription_create", now, now, now, vec![line]);
-        subscription.latest_invoice = invoice.id.clone();
-        let id = subscription.id.clone();
-        let object = self.render_subscription(&subscription);
-        store.subscriptions.push(subscription);
-        store.invoices.push(invoice.clone());
-        self.emit(&mut store, "customer.subscription.created", Some(id.clone()), now, object);
-        self.pay_invoice(&mut store, &invoice.id, now + 5)?;
-        Ok(id)
+        let first = NewInvoice {
+            trial: trial_end.is_some(),
+            ..NewInvoice::immediate("subscription_create", now, now)
+        };
+        let invoice_id = self.issue_invoice(store, &id, first)?;
+        let object = self.snapshot(store, &id)?;
+        let created = self.emit(store, "customer.subscription.created", Some(id.clone()), now, object, None);
+        let paid = self.pay_invoice(store, &invoice_id, now + 5)?;
+        Ok((id, vec![created, paid]))
     }
 
     /// The subscription's line for its current period (`$0` for a trial).
@@ -239,19 +305,12 @@ impl Shared {
         }
     }
 
-    /// A finalized, not yet paid invoice for the subscription (not stored). Its own period looks
-    /// back: `looking_back_from` to the current period's start.
-    #[allow(clippy::too_many_arguments)]
-    fn new_invoice(
-        &self,
-        store: &mut Store,
-        subscription: &SimSubscription,
-        billing_reason: &str,
-        created: i64,
-        looking_back_from: i64,
-        finalized_at: i64,
-        lines: Vec<SimInvoiceLine>,
-    ) -> SimInvoice {
+    /// A finalized, not yet paid invoice for the subscription's current period (not stored).
+    fn new_invoice(&self, store: &Store, subscription: &SimSubscription, spec: NewInvoice) -> SimInvoice {
+        let NewInvoice { billing_reason, created, looking_back_from, finalized_at, mut credits, trial } =
+            spec;
+        credits.push(self.period_line(subscription, trial));
+        let lines = credits;
         let number = format!("SIM-{:04}", store.invoices.len() + 1);
         let total: i64 = lines.iter().map(|line| line.amount).sum();
         let (line_period_start, line_period_end) = lines
@@ -283,6 +342,32 @@ impl Shared {
             customer_name: subscription.customer_name.clone(),
             subscription_metadata: subscription.metadata.clone(),
         }
+    }
+
+    /// Stores a new invoice of the subscription's current period and makes it the latest.
+    fn issue_invoice(&self, store: &mut Store, id: &str, spec: NewInvoice) -> Result<String, StripeSimError> {
+        let subscription = store.known_subscription_mut(id)?.clone();
+        let invoice = self.new_invoice(store, &subscription, spec);
+        let invoice_id = invoice.id.clone();
+        store.invoices.push(invoice);
+        store.known_subscription_mut(id)?.latest_invoice = invoice_id.clone();
+        Ok(invoice_id)
+    }
+
+    /// [`issue_invoice`](Self::issue_invoice), then `customer.subscription.updated` for the
+    /// change from `before` (at the invoice's creation). Returns the invoice and the event.
+    fn invoice_and_emit_updated(
+        &self,
+        store: &mut Store,
+        id: &str,
+        before: &Value,
+        extra_previous: Option<(&str, Value)>,
+        spec: NewInvoice,
+    ) -> Result<(String, Vec<SimEvent>), StripeSimError> {
+        let created = spec.created;
+        let invoice_id = self.issue_invoice(store, id, spec)?;
+        let updated = self.emit_updated(store, id, before, extra_previous, created)?;
+        Ok((invoice_id, updated.into_iter().collect()))
     }
 
     fn render_invoice(&self, store: &Store, invoice_id: &str) -> Result<(SimInvoice, Value), StripeSimError> {
@@ -317,7 +402,7 @@ impl Shared {
         let subscription = invoice.subscription.clone();
         let (_, object) = self.render_invoice(store, invoice_id)?;
         store.advance_to(paid_at + 1);
-        Ok(self.emit(store, "invoice.paid", Some(subscription), paid_at + 1, object))
+        Ok(self.emit(store, "invoice.paid", Some(subscription), paid_at + 1, object, None))
     }
 
     /// A failed charge of a stored invoice at `at`: `attempt_count` + 1, the next retry
@@ -342,7 +427,7 @@ impl Shared {
         let subscription = invoice.subscription.clone();
         let (_, object) = self.render_invoice(store, invoice_id)?;
         store.advance_to(at + 1);
-        Ok((self.emit(store, "invoice.payment_failed", Some(subscription), at + 1, object), retrying))
+        Ok((self.emit(store, "invoice.payment_failed", Some(subscription), at + 1, object, None), retrying))
     }
 
     /// Emits `customer.subscription.updated` for the change from `before` (the subscription's
@@ -363,7 +448,7 @@ impl Shared {
         if let Some((name, value)) = extra_previous {
             previous[name] = value;
         }
-        Ok(Some(self.emit_with_previous(
+        Ok(Some(self.emit(
             store,
             "customer.subscription.updated",
             Some(id.to_owned()),
@@ -409,6 +494,7 @@ impl Shared {
                 Some(id.to_owned()),
                 start,
                 object,
+                None,
             )]);
         }
         let declined = store.declines.remove(id) || declined;
@@ -419,24 +505,14 @@ impl Shared {
         subscription.cycle += 1;
         subscription.current_period_start = start;
         subscription.current_period_end = period_end_after(subscription.billing_cycle_anchor, &price, start);
-        let subscription = subscription.clone();
         // The renewal invoice is created at the period start and finalized (and charged) about
         // an hour later.
-        let line = self.period_line(&subscription, false);
-        let invoice = self.new_invoice(
-            &mut store,
-            &subscription,
-            "subscription_cycle",
-            start,
-            previous_start,
-            start + 3600,
-            vec![line],
-        );
-        let invoice_id = invoice.id.clone();
-        store.invoices.push(invoice);
-        store.known_subscription_mut(id)?.latest_invoice = invoice_id.clone();
-        let mut events: Vec<SimEvent> =
-            self.emit_updated(&mut store, id, &before, None, start)?.into_iter().collect();
+        let renewal = NewInvoice {
+            finalized_at: start + 3600,
+            ..NewInvoice::immediate("subscription_cycle", start, previous_start)
+        };
+        let (invoice_id, mut events) =
+            self.invoice_and_emit_updated(&mut store, id, &before, None, renewal)?;
         let charged_at = start + 3600 + 5;
         if !declined {
             events.push(self.pay_invoice(&mut store, &invoice_id, charged_at)?);
@@ -518,6 +594,7 @@ impl Shared {
                     Some(id.to_owned()),
                     at,
                     object,
+                    None,
                 ));
                 ("invoice.voided", InvoiceStatus::Void)
             }
@@ -531,7 +608,7 @@ impl Shared {
             }
         }
         let (_, object) = self.render_invoice(store, invoice_id)?;
-        events.push(self.emit(store, invoice_event, Some(id.to_owned()), at, object));
+        events.push(self.emit(store, invoice_event, Some(id.to_owned()), at, object, None));
         Ok(events)
     }
 
@@ -557,7 +634,14 @@ impl Shared {
         let mut events: Vec<SimEvent> =
             self.emit_updated(&mut store, id, &before, None, now)?.into_iter().collect();
         let object = self.snapshot(&mut store, id)?;
-        events.push(self.emit(&mut store, "customer.subscription.paused", Some(id.to_owned()), now, object));
+        events.push(self.emit(
+            &mut store,
+            "customer.subscription.paused",
+            Some(id.to_owned()),
+            now,
+            object,
+            None,
+        ));
         Ok(events)
     }
 
@@ -577,28 +661,19 @@ impl Shared {
         let previous_start = subscription.current_period_start;
         subscription.status = SubscriptionStatus::Active;
         // Resuming resets the billing cycle anchor (`billing_cycle_anchor=now`, the default).
-        subscription.billing_cycle_anchor = now;
-        subscription.cycle += 1;
-        subscription.current_period_start = now;
-        subscription.current_period_end = add_cycles(now, &price, 1);
-        let subscription = subscription.clone();
-        let line = self.period_line(&subscription, false);
-        let invoice = self.new_invoice(
-            &mut store,
-            &subscription,
-            "subscription_cycle",
-            now,
-            previous_start,
-            now,
-            vec![line],
-        );
-        let invoice_id = invoice.id.clone();
-        store.invoices.push(invoice);
-        store.known_subscription_mut(id)?.latest_invoice = invoice_id.clone();
-        let mut events: Vec<SimEvent> =
-            self.emit_updated(&mut store, id, &before, None, now)?.into_iter().collect();
+        restart_cycle(subscription, &price, now);
+        let resumed = NewInvoice::immediate("subscription_cycle", now, previous_start);
+        let (invoice_id, mut events) =
+            self.invoice_and_emit_updated(&mut store, id, &before, None, resumed)?;
         let object = self.snapshot(&mut store, id)?;
-        events.push(self.emit(&mut store, "customer.subscription.resumed", Some(id.to_owned()), now, object));
+        events.push(self.emit(
+            &mut store,
+            "customer.subscription.resumed",
+            Some(id.to_owned()),
+            now,
+            object,
+            None,
+        ));
         events.push(self.pay_invoice(&mut store, &invoice_id, now + 5)?);
         Ok(events)
     }
@@ -660,8 +735,7 @@ impl Shared {
             }
             subscription.price_id = price.id;
         }
-        let mut events = Vec::new();
-        let mut to_pay = None;
+        let mut reset_invoice = None;
         if let Some((old_start, old_end, price)) = reset_cycle {
             // The unused part of the current period is credited at the old price and quantity.
             let length = (old_end - old_start).max(1);
@@ -677,25 +751,11 @@ impl Shared {
                 proration: true,
                 trial: false,
             };
-            let subscription = store.known_subscription_mut(id)?;
-            subscription.billing_cycle_anchor = now;
-            subscription.cycle += 1;
-            subscription.current_period_start = now;
-            subscription.current_period_end = add_cycles(now, &price, 1);
-            let subscription = subscription.clone();
-            let line = self.period_line(&subscription, false);
-            let invoice = self.new_invoice(
-                store,
-                &subscription,
-                "subscription_update",
-                now,
-                old_start,
-                now,
-                vec![credit, line],
-            );
-            to_pay = Some(invoice.id.clone());
-            store.known_subscription_mut(id)?.latest_invoice = invoice.id.clone();
-            store.invoices.push(invoice);
+            restart_cycle(store.known_subscription_mut(id)?, &price, now);
+            reset_invoice = Some(NewInvoice {
+                credits: vec![credit],
+                ..NewInvoice::immediate("subscription_update", now, old_start)
+            });
         }
         // Pre-basil payloads also carry the deprecated top-level `quantity`, which Stripe lists
         // among the previous attributes of a seat change [unverified: the simulator's object, as
@@ -703,10 +763,11 @@ impl Shared {
         let quantity_changed = change.quantity.is_some_and(|q| q != old_quantity);
         let extra = (quantity_changed && self.config.generation == ApiGeneration::Acacia)
             .then(|| ("quantity", json!(old_quantity)));
-        events.extend(self.emit_updated(store, id, &before, extra, now)?);
-        if let Some(invoice_id) = to_pay {
-            events.push(self.pay_invoice(store, &invoice_id, now + 5)?);
-        }
+        let Some(invoice) = reset_invoice else {
+            return Ok(self.emit_updated(store, id, &before, extra, now)?.into_iter().collect());
+        };
+        let (invoice_id, mut events) = self.invoice_and_emit_updated(store, id, &before, extra, invoice)?;
+        events.push(self.pay_invoice(store, &invoice_id, now + 5)?);
         Ok(events)
     }
 
@@ -720,7 +781,7 @@ impl Shared {
         subscription.cancellation_reason = Some("cancellation_requested".to_owned());
         let object = self.subscription_json(&subscription.clone(), self.config.generation);
         store.declines.remove(id);
-        Ok(self.emit(&mut store, "customer.subscription.deleted", Some(id.to_owned()), now, object))
+        Ok(self.emit(&mut store, "customer.subscription.deleted", Some(id.to_owned()), now, object, None))
     }
 }
 

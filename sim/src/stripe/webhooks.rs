@@ -16,20 +16,9 @@ use super::{DeliveryAttempt, SimEvent};
 use crate::frontdoor::{Frontdoor, lock};
 
 impl Shared {
-    /// Wraps `object` in an event envelope, keeps it, and queues it for delivery.
+    /// Wraps `object` in an event envelope (with `data.previous_attributes` when given, as
+    /// `*.updated` events have), keeps it, and queues it for delivery.
     pub(super) fn emit(
-        &self,
-        store: &mut Store,
-        event_type: &str,
-        subscription: Option<String>,
-        created: i64,
-        object: Value,
-    ) -> SimEvent {
-        self.emit_with_previous(store, event_type, subscription, created, object, None)
-    }
-
-    /// [`emit`](Self::emit) with `data.previous_attributes` (for `*.updated` events).
-    pub(super) fn emit_with_previous(
         &self,
         store: &mut Store,
         event_type: &str,
