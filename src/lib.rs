@@ -95,7 +95,11 @@ impl App {
         extras: web::Extras,
     ) -> Result<App, StartError> {
         let address = listener.local_addr().map_err(StartError::LocalAddress)?;
-        let state = web::AppState::new(settings, cache, extras.panel);
+        let public_url = match &settings.public_url {
+            Some(url) => url.clone(),
+            None => browsable_url(address),
+        };
+        let state = web::AppState::new(settings, cache, extras.panel, public_url);
         state.prices.load(state.billing.stripe()).await?;
         Ok(App { listener, router: web::router(state, extras.routes), address })
     }
@@ -115,6 +119,19 @@ impl App {
     pub async fn run(self) -> Result<(), StartError> {
         self.serve(server::shutdown_signal()).await
     }
+}
+
+/// The URL a browser on this machine reaches `address` at: a wildcard listen address (`0.0.0.0`,
+/// `::`) is not one to browse to, so it becomes loopback. What `PUBLIC_URL` defaults to.
+pub fn browsable_url(address: SocketAddr) -> url::Url {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let ip = match address.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    url::Url::parse(&format!("http://{}/", SocketAddr::new(ip, address.port())))
+        .expect("an IP and a port make a URL")
 }
 
 fn open_store(settings: &Settings) -> Result<cache::SubscriptionCache, StartError> {

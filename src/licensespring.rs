@@ -188,7 +188,35 @@ pub struct NewLicenseTerms {
 #[derive(Serialize)]
 struct NewOrder<'a> {
     id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    customer: Option<&'a Buyer>,
     items: [OrderItem<'a>; 1],
+}
+
+/// The buyer on an order, so that LicenseSpring's records and order emails reach them.
+/// LicenseSpring matches customers by email, so an order names one only when there is an email.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Buyer {
+    pub email: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_name: Option<String>,
+}
+
+impl Buyer {
+    /// From an email and a full name (`Jane Q. Doe`: first name `Jane Q.`, last name `Doe`); `None`
+    /// without an email.
+    pub fn new(email: Option<&str>, name: Option<&str>) -> Option<Buyer> {
+        let email = email.map(str::trim).filter(|email| !email.is_empty())?;
+        let name = name.map(str::trim).filter(|name| !name.is_empty());
+        let (first_name, last_name) = match name.map(|name| name.rsplit_once(' ')) {
+            None => (None, None),
+            Some(None) => (name.map(str::to_owned), None),
+            Some(Some((first, last))) => (Some(first.trim().to_owned()), Some(last.to_owned())),
+        };
+        Some(Buyer { email: email.to_owned(), first_name, last_name })
+    }
 }
 
 #[derive(Serialize)]
@@ -257,10 +285,12 @@ impl LicenseSpringClient {
         product_code: &str,
         key: &LicenseKey,
         terms: &NewLicenseTerms,
+        buyer: Option<&Buyer>,
     ) -> Result<LicenseId, LicenseSpringError> {
         let call = LicenseSpringCall::CreateOrder;
         let order = NewOrder {
             id: order_id,
+            customer: buyer,
             items: [OrderItem {
                 product_code,
                 licenses: [NewLicense {
@@ -485,6 +515,23 @@ mod tests {
             (license.validity_period, license.valid_duration, license.order_store_id),
             (None, None, None)
         );
+    }
+
+    #[test]
+    fn a_buyer_needs_an_email_and_splits_a_full_name() {
+        let buyer = Buyer::new(Some(" jane@example.com "), Some("Jane Q. Doe")).expect("a buyer");
+        assert_eq!(
+            serde_json::to_value(&buyer).unwrap(),
+            json!({"email": "jane@example.com", "first_name": "Jane Q.", "last_name": "Doe"})
+        );
+        let single = Buyer::new(Some("cher@example.com"), Some("Cher")).expect("a buyer");
+        assert_eq!(
+            serde_json::to_value(&single).unwrap(),
+            json!({"email": "cher@example.com", "first_name": "Cher"})
+        );
+        assert_eq!(Buyer::new(Some("x@example.com"), None).map(|b| b.first_name), Some(None));
+        assert_eq!(Buyer::new(None, Some("Jane Doe")), None, "no email: no customer on the order");
+        assert_eq!(Buyer::new(Some("  "), None), None);
     }
 
     #[test]

@@ -72,6 +72,9 @@ pub struct Settings {
     /// Where to listen (`HOST`, `PORT`; port 0 picks a free one).
     pub host: String,
     pub port: u16,
+    /// The address buyers' browsers reach this server at (`PUBLIC_URL`); `None`: `http://HOST:PORT`
+    /// with the port actually bound (see [`crate::App::public_url`]).
+    pub public_url: Option<Url>,
     /// The subscription cache file and how many subscriptions it holds.
     pub cache_path: PathBuf,
     pub cache_capacity: usize,
@@ -212,6 +215,12 @@ impl Settings {
 
         let host = reader.optional("HOST").unwrap_or_else(|| DEFAULT_HOST.to_owned());
         let port = reader.number("PORT", DEFAULT_PORT, "a TCP port, 0 to 65535");
+        let public_url = reader.optional_url("PUBLIC_URL").map(|mut url| {
+            // Paths are appended to it: `https://example.com/store` + `/thank-you`.
+            let path = url.path().trim_end_matches('/').to_owned();
+            url.set_path(&path);
+            url
+        });
         let cache_path =
             PathBuf::from(reader.optional("CACHE_PATH").unwrap_or_else(|| DEFAULT_CACHE_PATH.to_owned()));
         let cache_capacity =
@@ -276,6 +285,7 @@ impl Settings {
             stripe_api_base: stripe_api_base.ok_or_else(missing)?,
             host,
             port: port.ok_or_else(missing)?,
+            public_url,
             cache_path,
             cache_capacity: cache_capacity.ok_or_else(missing)?,
             webhook_tolerance: Duration::from_secs(webhook_tolerance.ok_or_else(missing)?),

@@ -93,6 +93,8 @@ pub struct Subscription {
     /// `metadata.license_key`, once this server has written it.
     pub license_key: Option<LicenseKey>,
     pub metadata: BTreeMap<String, String>,
+    /// The customer's id (`cus_...`).
+    pub customer: Option<String>,
     /// The first recurring item's price id (`None` for a legacy plan without a price).
     pub price_id: Option<String>,
     /// That item's `quantity` (seats); 1 when Stripe gives none.
@@ -133,6 +135,8 @@ struct RawSubscription {
     status: SubscriptionStatus,
     #[serde(default)]
     metadata: BTreeMap<String, String>,
+    #[serde(default)]
+    customer: Option<ExpandableId>,
     #[serde(default)]
     current_period_start: Option<i64>,
     #[serde(default)]
@@ -225,6 +229,7 @@ impl TryFrom<RawSubscription> for Subscription {
             .map(|key| LicenseKey(key.clone()));
         Ok(Subscription {
             license_key,
+            customer: raw.customer.map(|ExpandableId(id)| id),
             price_id,
             quantity,
             interval,
@@ -319,6 +324,86 @@ struct LineItem<'a> {
 #[derive(Serialize)]
 struct CreatePaymentLink<'a> {
     line_items: [LineItem<'a>; 1],
+    after_completion: AfterCompletion<'a>,
+}
+
+#[derive(Serialize)]
+struct AfterCompletion<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    redirect: Redirect<'a>,
+}
+
+#[derive(Serialize)]
+struct Redirect<'a> {
+    url: &'a str,
+}
+
+#[derive(Serialize)]
+struct CreatePortalSession<'a> {
+    customer: &'a str,
+    return_url: &'a str,
+}
+
+/// A Checkout Session (what a payment link's checkout made), as the thank-you page reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct CheckoutSession {
+    pub id: String,
+    /// `open`, `complete` or `expired`.
+    #[serde(default)]
+    pub status: Option<String>,
+    /// `paid`, `unpaid` (still processing) or `no_payment_required` (e.g. a free trial).
+    #[serde(default)]
+    pub payment_status: Option<String>,
+    #[serde(default)]
+    pub subscription: Option<ExpandableId>,
+    #[serde(default)]
+    pub customer: Option<ExpandableId>,
+    #[serde(default)]
+    pub customer_details: Option<CustomerDetails>,
+}
+
+/// The buyer, as Checkout (or a Customer) records them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct CustomerDetails {
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// A Stripe customer (`GET /v1/customers/{id}`); a deleted one has neither email nor name.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Customer {
+    pub id: String,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// An id, or the object itself when Stripe expanded it: only the id is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpandableId(pub String);
+
+impl<'de> Deserialize<'de> for ExpandableId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Id(String),
+            Object { id: String },
+        }
+        Ok(match Raw::deserialize(deserializer)? {
+            Raw::Id(id) | Raw::Object { id } => ExpandableId(id),
+        })
+    }
+}
+
+/// A customer portal session: where to send the customer.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PortalSession {
+    pub url: String,
 }
 
 #[derive(Deserialize)]
@@ -353,10 +438,42 @@ impl StripeClient {
         StripeClient { http: upstream::http_client(timeout), base, secret_key }
     }
 
-    /// `POST /v1/payment_links` selling one unit of a recurring price.
-    pub async fn create_payment_link(&self, price_id: &str) -> Result<PaymentLink, StripeError> {
-        let form = CreatePaymentLink { line_items: [LineItem { price: price_id, quantity: 1 }] };
+    /// `POST /v1/payment_links` selling one unit of a recurring price; after payment Stripe sends
+    /// the buyer to `redirect_url`, in which `{CHECKOUT_SESSION_ID}` becomes the session's id.
+    pub async fn create_payment_link(
+        &self,
+        price_id: &str,
+        redirect_url: &str,
+    ) -> Result<PaymentLink, StripeError> {
+        let form = CreatePaymentLink {
+            line_items: [LineItem { price: price_id, quantity: 1 }],
+            after_completion: AfterCompletion { kind: "redirect", redirect: Redirect { url: redirect_url } },
+        };
         self.post_form("/v1/payment_links", &form, None).await
+    }
+
+    /// `GET /v1/checkout/sessions/{id}`. Retries retryable failures briefly.
+    pub async fn retrieve_checkout_session(&self, id: &str) -> Result<CheckoutSession, StripeError> {
+        let path = format!("/v1/checkout/sessions/{}", path_segment(id)?);
+        with_retries(|| self.get(&path, &[])).await
+    }
+
+    /// `GET /v1/customers/{id}`. Retries retryable failures briefly.
+    pub async fn retrieve_customer(&self, id: &str) -> Result<Customer, StripeError> {
+        let path = format!("/v1/customers/{}", path_segment(id)?);
+        with_retries(|| self.get(&path, &[])).await
+    }
+
+    /// `POST /v1/billing_portal/sessions`: a customer portal session for `customer`, whose back
+    /// link goes to `return_url`. Not retried: a retry could make a second session, and the
+    /// customer can press the button again.
+    pub async fn create_portal_session(
+        &self,
+        customer: &str,
+        return_url: &str,
+    ) -> Result<PortalSession, StripeError> {
+        let form = CreatePortalSession { customer, return_url };
+        self.post_form("/v1/billing_portal/sessions", &form, None).await
     }
 
     /// `GET /v1/subscriptions/{id}?expand[]=latest_invoice`: the live subscription (its metadata

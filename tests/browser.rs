@@ -51,6 +51,9 @@ async fn click_through(browser: &Client, demo: &Demo) -> Result<(), String> {
     browser.goto(demo.url().as_str()).await.map_err(|e| format!("open the store: {e}"))?;
     let banner = text_of(browser, ".banner").await?;
     check(banner.contains("Sandbox") && banner.contains("nothing is charged"), "the banner", &banner)?;
+    let buttons = browser.find_all(Locator::Css("button.subscribe")).await.map_err(|e| e.to_string())?;
+    check(buttons.len() == 2, "a subscribe button per price", &buttons.len().to_string())?;
+    look_at(browser, "store").await?;
 
     click(browser, "form[action='/create-payment-link'] button.subscribe").await?;
     wait_until(browser, "the checkout page", async || {
@@ -58,19 +61,37 @@ async fn click_through(browser: &Client, demo: &Demo) -> Result<(), String> {
         url.path().starts_with("/checkout/plink_").then_some(())
     })
     .await?;
-    click(browser, "form button[type='submit']").await?;
+    let name =
+        browser.find(Locator::Css("input[name='name']")).await.map_err(|e| format!("the name field: {e}"))?;
+    name.send_keys("Jane Doe").await.map_err(|e| format!("type a name: {e}"))?;
+    click(browser, "form.pay button[type='submit']").await?;
 
-    // The checkout sends the buyer back to the store; the webhook is handled in the background
-    // and the page refreshes itself until it is. The key shows before the license exists (it is
-    // written to Stripe first), so wait for the license itself.
-    wait_until(browser, "the new license", async || {
-        (text_of(browser, ".enabled").await.ok()? == "yes").then_some(())
+    // The checkout sends the buyer to the thank-you page, which shows the key at once (making
+    // the license itself when the webhook has not been handled yet).
+    let thank_you = wait_until(browser, "the thank-you page", async || {
+        let url = browser.current_url().await.ok()?;
+        (url.path() == "/thank-you").then_some(url)
     })
     .await?;
     let key = text_of(browser, "code.license-key").await?;
     check(key.len() == 19 && key.chars().filter(|c| *c == '-').count() == 3, "the key's shape", &key)?;
     let subscription = demo.panel().stripe().subscriptions().pop().ok_or("no subscription was created")?.id;
+    let in_stripe = demo
+        .panel()
+        .stripe()
+        .subscription(&subscription)
+        .and_then(|s| s.metadata.get("license_key").cloned());
+    check(in_stripe.as_deref() == Some(key.as_str()), "the key Stripe holds", &key)?;
+    look_at(browser, "thank-you").await?;
+
+    browser.goto(demo.url().as_str()).await.map_err(|e| format!("back to the store: {e}"))?;
     let row = format!("tr[id='{subscription}']");
+    wait_until(browser, "the new license", async || {
+        (text_of(browser, &format!("{row} .enabled")).await.ok()? == "yes").then_some(())
+    })
+    .await?;
+    let shown = text_of(browser, &format!("{row} code.license-key")).await?;
+    check(shown == key, "the store's table shows the same key", &shown)?;
     let first_end = period_end(demo, &subscription)?;
     let valid_until = text_of(browser, &format!("{row} .valid-until")).await?;
     check(valid_until == first_end, "valid until the first period's end", &valid_until)?;
@@ -119,14 +140,53 @@ async fn click_through(browser: &Client, demo: &Demo) -> Result<(), String> {
     let resumed_end = period_end(demo, &subscription)?;
     check(resumed_until == resumed_end, "valid until the resumed period's end", &resumed_until)?;
 
-    click(browser, &format!("{row} button.cancel")).await?;
-    wait_until(browser, "the license to be disabled", async || {
+    // The customer cancels in Stripe's customer portal, opened from the thank-you page.
+    browser.goto(thank_you.as_str()).await.map_err(|e| format!("the thank-you page again: {e}"))?;
+    click(browser, "button.manage-billing").await?;
+    wait_until(browser, "the customer portal", async || {
+        let url = browser.current_url().await.ok()?;
+        url.path().starts_with("/portal/").then_some(())
+    })
+    .await?;
+    look_at(browser, "portal").await?;
+    click(browser, &format!("section[id='{subscription}'] form.cancel-now button")).await?;
+    let result =
+        wait_until(browser, "the portal's answer", async || text_of(browser, "p.result").await.ok()).await?;
+    check(result.to_lowercase().contains("cancel"), "the portal says it is canceled", &result)?;
+    click(browser, "a.return").await?;
+    wait_until(browser, "the license to be disabled on the store page", async || {
+        let url = browser.current_url().await.ok()?;
         let enabled = text_of(browser, &format!("{row} .enabled")).await.ok()?;
-        (enabled == "no").then_some(())
+        (url.path() == "/" && enabled == "no").then_some(())
     })
     .await?;
     let status = text_of(browser, &format!("{row} .status")).await?;
     check(status == "canceled", "the subscription's status", &status)
+}
+
+/// Saves a screenshot of the page (wide, then 360 px wide: a phone) under the target directory,
+/// for a person to look at, and checks that the phone-wide page needs no sideways scrolling.
+async fn look_at(browser: &Client, name: &str) -> Result<(), String> {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for (width, suffix) in [(1100, ""), (360, "-phone")] {
+        browser.set_window_size(width, 900).await.map_err(|e| format!("resize to {width}: {e}"))?;
+        let png = browser.screenshot().await.map_err(|e| format!("screenshot {name}: {e}"))?;
+        std::fs::write(dir.join(format!("{name}{suffix}.png")), png).map_err(|e| e.to_string())?;
+    }
+    let overflow = browser
+        .execute(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+            vec![],
+        )
+        .await
+        .map_err(|e| format!("measure {name}: {e}"))?;
+    browser.set_window_size(1100, 900).await.map_err(|e| format!("resize back: {e}"))?;
+    check(
+        overflow.as_i64() == Some(0),
+        &format!("{name} at 360 px: no sideways scrolling (px too wide)"),
+        &overflow.to_string(),
+    )
 }
 
 fn check(ok: bool, what: &str, shown: &str) -> Result<(), String> {

@@ -141,6 +141,7 @@ mod tests {
             status,
             license_key: None,
             metadata: BTreeMap::new(),
+            customer: Some("cus_1".into()),
             price_id: Some(MONTHLY.into()),
             quantity: 1,
             interval: BillingInterval { unit: IntervalUnit::Month, count: 1 },

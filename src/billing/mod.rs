@@ -29,7 +29,7 @@ pub use locks::{RecentEvents, SubscriptionGuard, SubscriptionLocks};
 
 use crate::cache::{CacheEntry, SubscriptionStore};
 use crate::licensespring::{
-    License, LicenseChange, LicenseSpringClient, LicenseSpringError, LicenseValidity, NewLicenseTerms,
+    Buyer, License, LicenseChange, LicenseSpringClient, LicenseSpringError, LicenseValidity, NewLicenseTerms,
 };
 use crate::model::{LicenseId, LicenseKey, SubscriptionId};
 use crate::stripe::{StripeClient, StripeError, Subscription};
@@ -245,7 +245,8 @@ impl<S: SubscriptionStore> Billing<S> {
             Some(entry) => self.licensespring.retrieve_license(entry.license_id).await?,
             None if invoice.billing_reason == Some(BillingReason::SubscriptionCreate) => {
                 let current = self.stripe.retrieve_subscription(subscription).await?;
-                return self.converge(&current, None, Some(paid_until)).await;
+                let buyer = Buyer::new(invoice.customer_email.as_deref(), invoice.customer_name.as_deref());
+                return self.converge(&current, None, Some(paid_until), buyer).await;
             }
             // Not in the cache (evicted or lost): find the license through the key in Stripe's metadata.
             None => match self.find_license(subscription, paid.license_key.as_ref()).await? {
@@ -261,7 +262,7 @@ impl<S: SubscriptionStore> Billing<S> {
             // Disabled: re-enabled only if Stripe says the subscription is active now (a late
             // invoice of an ended subscription never re-enables it).
             let current = self.stripe.retrieve_subscription(subscription).await?;
-            return self.converge(&current, Some(license), Some(paid_until)).await;
+            return self.converge(&current, Some(license), Some(paid_until), None).await;
         }
         self.extend(&license, paid_until, ends_trial).await
     }
@@ -281,11 +282,35 @@ impl<S: SubscriptionStore> Billing<S> {
     pub async fn sync(&self, subscription: &SubscriptionId) -> Result<Outcome, BillingError> {
         let _guard = self.locks.lock(subscription).await;
         let current = self.stripe.retrieve_subscription(subscription).await?;
-        let license = match self.store.get(subscription).await.map_err(store_error)? {
-            Some(entry) => Some(self.licensespring.retrieve_license(entry.license_id).await?),
-            None => self.find_license(subscription, current.license_key.as_ref()).await?,
+        let license = self.license_of(&current).await?;
+        self.converge(&current, license, None, None).await
+    }
+
+    /// The subscription (as Stripe has it now) and its license, made now if the subscription has
+    /// paid and has none yet: what the thank-you page shows. The same idempotent creation as the
+    /// webhook's, so the buyer never waits for the webhook, and the webhook finds the work done.
+    pub async fn ensure_license(
+        &self,
+        subscription: &SubscriptionId,
+    ) -> Result<Option<(Subscription, License)>, BillingError> {
+        let _guard = self.locks.lock(subscription).await;
+        let current = self.stripe.retrieve_subscription(subscription).await?;
+        let license = self.license_of(&current).await?;
+        let outcome = self.converge(&current, license.clone(), None, None).await?;
+        // Read again when the sync made or changed it.
+        let license = match (license, outcome) {
+            (Some(license), Outcome::Duplicate | Outcome::Ignored(_)) => Some(license),
+            _ => self.license_of(&current).await?,
         };
-        self.converge(&current, license, None).await
+        Ok(license.map(|license| (current, license)))
+    }
+
+    /// The license of `subscription`: through the cache, else through its key or its order.
+    async fn license_of(&self, subscription: &Subscription) -> Result<Option<License>, BillingError> {
+        match self.store.get(&subscription.id).await.map_err(store_error)? {
+            Some(entry) => Ok(Some(self.licensespring.retrieve_license(entry.license_id).await?)),
+            None => self.find_license(&subscription.id, subscription.license_key.as_ref()).await,
+        }
     }
 
     /// `customer.subscription.deleted`: one cycle's valid duration, disabled, dropped from the cache.
@@ -340,6 +365,7 @@ impl<S: SubscriptionStore> Billing<S> {
         subscription: &Subscription,
         license: Option<License>,
         paid_until: Option<DateTime<Utc>>,
+        buyer: Option<Buyer>,
     ) -> Result<Outcome, BillingError> {
         let mut desired = match desired_license(subscription, &self.policy) {
             Desired::License(desired) => desired,
@@ -361,7 +387,7 @@ impl<S: SubscriptionStore> Billing<S> {
             _ => {}
         }
         let Some(license) = license else {
-            return self.create(subscription, &desired, paid_until).await;
+            return self.create(subscription, &desired, paid_until, buyer).await;
         };
         let changes = self.apply(&license, &desired).await?;
         self.keep_interval_in_step(subscription, &license).await?;
@@ -450,6 +476,7 @@ impl<S: SubscriptionStore> Billing<S> {
         subscription: &Subscription,
         desired: &DesiredLicense,
         paid_until: Option<DateTime<Utc>>,
+        buyer: Option<Buyer>,
     ) -> Result<Outcome, BillingError> {
         // Ended, paused or unpaid by the time its first invoice is handled: the license is made
         // (the invoice was paid) but disabled. Without an invoice at hand there is nothing to make:
@@ -465,7 +492,11 @@ impl<S: SubscriptionStore> Billing<S> {
             is_trial: desired.is_trial.unwrap_or(false),
             max_activations: desired.max_activations,
         };
-        let (license_id, key, is_new) = self.create_order(subscription, &terms).await?;
+        let buyer = match buyer {
+            Some(buyer) => Some(buyer),
+            None => self.buyer_of(subscription).await?,
+        };
+        let (license_id, key, is_new) = self.create_order(subscription, &terms, buyer.as_ref()).await?;
         match ended {
             // Canceled: as the tutorial's deletion leaves it, and not cached.
             Some(Some(duration)) => {
@@ -499,6 +530,7 @@ impl<S: SubscriptionStore> Billing<S> {
         &self,
         subscription: &Subscription,
         terms: &NewLicenseTerms,
+        buyer: Option<&Buyer>,
     ) -> Result<(LicenseId, LicenseKey, bool), BillingError> {
         let subscription_id = &subscription.id;
         // The subscription's own metadata is authoritative (the invoice's snapshot never has the key
@@ -513,7 +545,7 @@ impl<S: SubscriptionStore> Billing<S> {
             }
         };
         let order_id = self.order_id(subscription_id);
-        match self.licensespring.create_order(&order_id, &self.product_short_code, &key, terms).await {
+        match self.licensespring.create_order(&order_id, &self.product_short_code, &key, terms, buyer).await {
             Ok(license_id) => Ok((license_id, key, true)),
             // The order id is ours and unique: a refusal may mean an earlier attempt created it.
             Err(error) if error.is_order_refusal() => {
@@ -531,6 +563,17 @@ impl<S: SubscriptionStore> Billing<S> {
                 }
                 Ok((license.id, license.license_key, false))
             }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// The buyer as the Stripe customer has them, when no invoice at hand said. A customer Stripe
+    /// no longer has (deleted) leaves the order without one; the license is made all the same.
+    async fn buyer_of(&self, subscription: &Subscription) -> Result<Option<Buyer>, BillingError> {
+        let Some(customer) = &subscription.customer else { return Ok(None) };
+        match self.stripe.retrieve_customer(customer).await {
+            Ok(customer) => Ok(Buyer::new(customer.email.as_deref(), customer.name.as_deref())),
+            Err(StripeError::Api { status: 404, .. }) => Ok(None),
             Err(error) => Err(error.into()),
         }
     }

@@ -14,7 +14,7 @@
 mod panel;
 mod simulators;
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -142,7 +142,7 @@ pub async fn start_demo(options: &DemoOptions) -> Result<Demo, DemoError> {
         .await
         .map_err(|source| StartError::Bind { address, source })?;
     let local = listener.local_addr().map_err(StartError::LocalAddress)?;
-    let url = browsable_url(local).map_err(|source| DemoError::Url { address: local, source })?;
+    let url = crate::browsable_url(local);
 
     let (temporary_cache, cache_path) = match &options.cache_path {
         Some(path) => (None, path.clone()),
@@ -256,17 +256,6 @@ impl Demo {
     }
 }
 
-/// The URL a browser on this machine reaches the app at: a wildcard listen address (`0.0.0.0`,
-/// `::`) is not one to browse to, so it becomes loopback.
-fn browsable_url(address: SocketAddr) -> Result<Url, url::ParseError> {
-    let ip = match address.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        ip => ip,
-    };
-    Url::parse(&format!("http://{}/", SocketAddr::new(ip, address.port())))
-}
-
 /// A random alphanumeric string.
 fn random_text(length: usize) -> String {
     rand::rng().sample_iter(Alphanumeric).take(length).map(char::from).collect()
@@ -311,7 +300,7 @@ mod tests {
 
     #[test]
     fn wildcard_addresses_are_browsed_on_loopback() {
-        let url = |text: &str| browsable_url(text.parse().expect("address")).expect("url").to_string();
+        let url = |text: &str| crate::browsable_url(text.parse().expect("address")).to_string();
         assert_eq!(url("0.0.0.0:5000"), "http://127.0.0.1:5000/");
         assert_eq!(url("[::]:8080"), "http://[::1]:8080/");
         assert_eq!(url("192.168.1.20:5000"), "http://192.168.1.20:5000/");

@@ -31,6 +31,8 @@ const NOTICE: &str = "<p class=\"banner\"><strong>Sandbox.</strong> Stripe and L
 /// The simulators behind the sandbox's table and buttons.
 pub struct DemoPanel {
     simulators: Simulators,
+    /// What the last button did, shown on the page it lands on (until the next one).
+    happened: std::sync::Mutex<Option<String>>,
 }
 
 /// The table below the store.
@@ -78,7 +80,7 @@ pub struct SandboxPrice {
 
 impl DemoPanel {
     pub(super) fn new(simulators: Simulators) -> DemoPanel {
-        DemoPanel { simulators }
+        DemoPanel { simulators, happened: std::sync::Mutex::new(None) }
     }
 
     pub fn stripe(&self) -> &StripeSim {
@@ -148,7 +150,12 @@ impl DemoPanel {
             Action::Cancel => stripe.cancel(subscription).map(drop)?,
         }
         stripe.wait_for_deliveries_idle(DELIVERY_WAIT).await;
+        self.tell(format!("{subscription}: {}", action.what_happened()));
         Ok(())
+    }
+
+    fn tell(&self, what: String) {
+        *self.happened.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(what);
     }
 
     /// Bills the subscription's next period (the simulator emits the renewal `invoice.paid`) and
@@ -169,9 +176,44 @@ impl DemoPanel {
         let price = self.stripe().prices().into_iter().find(|price| price.recurring).map(|price| price.id);
         let price = price.ok_or_else(|| StripeSimError::UnknownPrice("a recurring price".to_owned()))?;
         let options = SubscribeOptions { trial_days: Some(14), ..SubscribeOptions::default() };
-        self.stripe().create_subscription_with(&price, options)?;
+        let subscription = self.stripe().create_subscription_with(&price, options)?;
         self.stripe().wait_for_deliveries_idle(DELIVERY_WAIT).await;
+        self.tell(format!(
+            "{subscription}: a 14-day trial started. Stripe sent invoice.paid for its $0 first invoice; \
+             the license is a trial until the trial ends."
+        ));
         Ok(())
+    }
+}
+
+impl Action {
+    /// One sentence for the page the button lands on: what Stripe did and sent.
+    fn what_happened(&self) -> String {
+        match self {
+            Action::Renew => {
+                "the next period was billed and paid (invoice.paid): the license is extended.".into()
+            }
+            Action::DeclineRenewal => "the renewal's card was declined: past_due (invoice.payment_failed); \
+                 the license stays enabled while Stripe retries."
+                .into(),
+            Action::RetryPayment { succeeds: true } => {
+                "the retry was paid (invoice.paid): active again, the license is extended.".into()
+            }
+            Action::RetryPayment { succeeds: false } => {
+                "the retry was declined too (invoice.payment_failed); after the \
+                 last retry the subscription is unpaid and the license disabled."
+                    .into()
+            }
+            Action::Pause => "paused (customer.subscription.paused): the license is disabled.".into(),
+            Action::Resume => {
+                "resumed and billed (customer.subscription.resumed, invoice.paid): the license is \
+                 enabled again."
+                    .into()
+            }
+            Action::SetSeats(n) => format!("now {n} seat(s) (customer.subscription.updated)."),
+            Action::SwitchPrice(price) => format!("switched to {price} (customer.subscription.updated)."),
+            Action::Cancel => "canceled (customer.subscription.deleted): the license is disabled.".into(),
+        }
     }
 }
 
@@ -195,8 +237,18 @@ impl StorePanel for DemoPanel {
             tracing::warn!(%error, "the sandbox panel could not be rendered");
             String::new()
         });
-        PanelHtml { notice: NOTICE.to_owned(), section, refresh_soon: view.deliveries_pending }
+        let happened = self.happened.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        let notice = match happened {
+            Some(what) => format!("{NOTICE}\n<p class=\"card notice happened\">{}</p>", escape(&what)),
+            None => NOTICE.to_owned(),
+        };
+        PanelHtml { notice, section, refresh_soon: view.deliveries_pending }
     }
+}
+
+/// Text made safe to put between HTML tags.
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 /// The buttons' routes: each acts, waits (bounded) until the simulator's webhooks are handled,

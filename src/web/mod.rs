@@ -3,6 +3,7 @@
 //! What a deployment adds (the sandbox's panel and its controls, in demo mode) comes in from
 //! outside as a [`StorePanel`] and a router of its own: this module depends on nothing above it.
 
+mod buyer;
 mod store;
 mod webhooks;
 
@@ -15,7 +16,8 @@ use askama::Template;
 use askama_web::WebTemplate;
 use axum::Router;
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -27,6 +29,7 @@ use crate::cache::SubscriptionCache;
 use crate::licensespring::LicenseSpringClient;
 use crate::settings::{Secret, Settings};
 use crate::stripe::StripeClient;
+use url::Url;
 
 /// How long any request may take before it is answered 503. Each upstream call has its own, shorter,
 /// timeout; this bounds a whole webhook so Stripe always gets an answer within 30 s.
@@ -81,6 +84,10 @@ pub struct AppState(Arc<AppContext>);
 pub struct AppContext {
     /// The configured prices, as the store's buttons show them.
     pub prices: Arc<PriceCatalog>,
+    /// Where buyers' browsers reach this server (`PUBLIC_URL`).
+    pub public_url: Url,
+    /// What the thank-you page calls the product (`PRODUCT_SHORT_CODE`).
+    pub product_name: String,
     pub webhook_secrets: Vec<Secret>,
     pub webhook_tolerance: Duration,
     pub billing: Billing<SubscriptionCache>,
@@ -94,6 +101,7 @@ impl AppState {
         settings: &Settings,
         cache: SubscriptionCache,
         panel: Option<Arc<dyn StorePanel>>,
+        public_url: Url,
     ) -> AppState {
         let stripe = StripeClient::new(
             settings.stripe_api_base.clone(),
@@ -107,6 +115,8 @@ impl AppState {
         );
         AppState(Arc::new(AppContext {
             prices: Arc::new(PriceCatalog::new(&settings.stripe_price_ids)),
+            public_url,
+            product_name: settings.product_short_code.clone(),
             webhook_secrets: settings.webhook_secrets.clone(),
             webhook_tolerance: settings.webhook_tolerance,
             billing: Billing::new(stripe, licensespring, cache, billing_config(settings)),
@@ -129,6 +139,13 @@ pub fn billing_config(settings: &Settings) -> BillingConfig {
     }
 }
 
+impl AppContext {
+    /// `path` (with its query) under `PUBLIC_URL`.
+    pub fn public_link(&self, path_and_query: &str) -> String {
+        format!("{}{path_and_query}", self.public_url.as_str().trim_end_matches('/'))
+    }
+}
+
 impl std::ops::Deref for AppState {
     type Target = AppContext;
     fn deref(&self) -> &AppContext {
@@ -144,6 +161,9 @@ pub fn router(state: AppState, extra_routes: Router) -> Router {
             "/create-payment-link",
             get(store::create_payment_link_json).post(store::create_payment_link_redirect),
         )
+        .route("/thank-you", get(buyer::thank_you))
+        .route("/billing-portal", axum::routing::post(buyer::billing_portal))
+        .route("/favicon.svg", get(favicon))
         .route("/healthz", get(healthz))
         .merge(webhooks::router())
         .with_state(state)
@@ -193,12 +213,42 @@ pub(crate) fn note(field: &'static str, value: &dyn std::fmt::Display) {
     Span::current().record(field, tracing::field::display(value));
 }
 
+/// The name at the top of every page.
+pub const STORE_NAME: &str = "Software store";
+
 /// A page saying what went wrong, with a link back to the store.
 #[derive(Template, WebTemplate)]
-#[template(path = "error.html")]
+#[template(path = "message.html")]
 pub struct ErrorPage {
     pub title: String,
     pub message: String,
+}
+
+impl ErrorPage {
+    fn tone(&self) -> &'static str {
+        "error"
+    }
+}
+
+/// A page saying how things stand (nothing went wrong), with a link back to the store.
+#[derive(Template, WebTemplate)]
+#[template(path = "message.html")]
+pub struct MessagePage {
+    pub title: String,
+    pub message: String,
+}
+
+impl MessagePage {
+    fn tone(&self) -> &'static str {
+        "notice"
+    }
+}
+
+const FAVICON: &str = include_str!("../../templates/favicon.svg");
+
+async fn favicon() -> Response {
+    ([(header::CONTENT_TYPE, "image/svg+xml"), (header::CACHE_CONTROL, "public, max-age=86400")], FAVICON)
+        .into_response()
 }
 
 async fn healthz() -> &'static str {

@@ -46,6 +46,12 @@ impl PriceCatalog {
         self.options.read().expect("price catalog poisoned").clone()
     }
 
+    /// What the store's button for `id` says (`USD 5.00 / month`), if `id` is configured.
+    pub fn label_of(&self, id: &str) -> Option<String> {
+        let options = self.options.read().expect("price catalog poisoned");
+        options.iter().find(|option| option.id == id).map(|option| option.label.clone())
+    }
+
     /// Whether `id` is one of the configured prices.
     pub fn sells(&self, id: &str) -> bool {
         self.options.read().expect("price catalog poisoned").iter().any(|option| option.id == id)
@@ -179,7 +185,8 @@ pub(super) async fn create_payment_link_json(
         Ok(price) => price,
         Err(error) => return (StatusCode::BAD_REQUEST, Json(json!({ "error": error }))).into_response(),
     };
-    match state.billing.stripe().create_payment_link(&price).await {
+    let after_payment = state.public_link("/thank-you?session_id={CHECKOUT_SESSION_ID}");
+    match state.billing.stripe().create_payment_link(&price, &after_payment).await {
         Ok(link) => Json(json!({ "url": link.url })).into_response(),
         Err(error) => {
             note("error", &error);
@@ -197,17 +204,22 @@ pub(super) async fn create_payment_link_redirect(State(state): State<AppState>, 
     let price = match choice.resolve(&state) {
         Ok(price) => price,
         Err(error) => {
-            let page = ErrorPage { title: "That price is not sold here".to_owned(), message: error };
+            note("error", &error);
+            let page = ErrorPage {
+                title: "That plan is not sold here".to_owned(),
+                message: "Please pick one of the plans on the store page.".to_owned(),
+            };
             return (StatusCode::BAD_REQUEST, page).into_response();
         }
     };
-    match state.billing.stripe().create_payment_link(&price).await {
+    let after_payment = state.public_link("/thank-you?session_id={CHECKOUT_SESSION_ID}");
+    match state.billing.stripe().create_payment_link(&price, &after_payment).await {
         Ok(link) => Redirect::to(&link.url).into_response(),
         Err(error) => {
             note("error", &error);
             let page = ErrorPage {
-                title: "The payment link could not be created".to_owned(),
-                message: error.to_string(),
+                title: "The checkout could not be opened".to_owned(),
+                message: "Our payment provider did not answer. Please try again in a minute.".to_owned(),
             };
             (StatusCode::BAD_GATEWAY, page).into_response()
         }

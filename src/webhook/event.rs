@@ -81,6 +81,9 @@ pub struct InvoicePaid {
     pub subscription: Option<InvoiceSubscription>,
     /// What was charged, in the currency's smallest unit: 0 for a trial's first invoice.
     pub amount_paid: Option<i64>,
+    /// The buyer, as the invoice froze them at finalization.
+    pub customer_email: Option<String>,
+    pub customer_name: Option<String>,
 }
 
 /// An `invoice.payment_failed` event: logged; the license follows the status change that Stripe
@@ -273,6 +276,8 @@ struct RawInvoice {
     billing_reason: Option<String>,
     amount_paid: Option<i64>,
     attempt_count: Option<u32>,
+    customer_email: Option<String>,
+    customer_name: Option<String>,
     /// Pre-basil: the subscription id, or the subscription itself when expanded.
     subscription: Option<ExpandableId>,
     /// Pre-basil: the metadata snapshot.
@@ -368,7 +373,13 @@ impl RawInvoice {
             None => (None, None),
         };
         let Some(ExpandableId(subscription_id)) = details_subscription.or(self.subscription) else {
-            return Ok(InvoicePaid { billing_reason, subscription: None, amount_paid: self.amount_paid });
+            return Ok(InvoicePaid {
+                billing_reason,
+                subscription: None,
+                amount_paid: self.amount_paid,
+                customer_email: self.customer_email,
+                customer_name: self.customer_name,
+            });
         };
         let license_key = snapshot.and_then(RawMetadata::license_key);
         let lines = required(self.lines.and_then(|lines| lines.data), "data.object.lines.data")?;
@@ -376,6 +387,8 @@ impl RawInvoice {
         Ok(InvoicePaid {
             billing_reason,
             amount_paid: self.amount_paid,
+            customer_email: self.customer_email,
+            customer_name: self.customer_name,
             subscription: Some(InvoiceSubscription {
                 id: SubscriptionId(subscription_id),
                 paid_until,

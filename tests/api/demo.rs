@@ -83,13 +83,27 @@ async fn the_sandbox_sells_renews_and_cancels_with_the_page_showing_each_step() 
     assert!(page.contains("No subscription yet"));
 
     let back = buy(&http, &home).await;
-    assert_eq!(back, home, "the checkout sends the buyer back to the store");
+    assert!(
+        back.starts_with(&format!("{home}thank-you?session_id=cs_")),
+        "the checkout sends the buyer to the thank-you page: {back}"
+    );
     let subscription = demo.panel().stripe().subscriptions().pop().expect("a subscription").id;
+    let thanks = http.get(&back).send().await.expect("app answers");
+    assert_eq!(thanks.status(), 200);
+    let thanks = thanks.text().await.expect("page");
+    let key_in_stripe = demo
+        .panel()
+        .stripe()
+        .subscription(&subscription)
+        .and_then(|s| s.metadata.get("license_key").cloned());
+    let key_in_stripe = key_in_stripe.expect("the thank-you page made the license");
+    assert!(thanks.contains(&key_in_stripe), "the key on the thank-you page: {thanks}");
     // The key is in Stripe before the license exists: wait for the license itself.
     let page =
         home_until(&http, &home, |page| cell(page, &subscription, "enabled").as_deref() == Some("yes")).await;
     let key = cell(&page, &subscription, "license-key").expect("key");
     assert_eq!(key.len(), 19, "{key}");
+    assert_eq!(key, key_in_stripe, "the store shows the same key");
     assert_eq!(cell(&page, &subscription, "interval").as_deref(), Some("month"));
     let first_end = period_end(&demo, &subscription);
     assert_eq!(cell(&page, &subscription, "valid-until"), Some(first_end.clone()));
@@ -101,6 +115,7 @@ async fn the_sandbox_sells_renews_and_cancels_with_the_page_showing_each_step() 
     assert_eq!(renewed.status(), 303);
     assert_eq!(renewed.headers()["location"], "/");
     let page = http.get(&home).send().await.expect("app answers").text().await.expect("page");
+    assert!(page.contains("the next period was billed and paid"), "the page says what just happened: {page}");
     let second_end = period_end(&demo, &subscription);
     assert!(second_end > first_end);
     assert_eq!(cell(&page, &subscription, "valid-until"), Some(second_end), "shown as soon as the 303 lands");

@@ -126,6 +126,18 @@ impl TestApp {
         self.http.post(self.url(path)).send().await.expect("request reaches the app")
     }
 
+    /// POSTs a form, as a page's `<form method="post">` does.
+    pub async fn post_form(&self, path: &str, fields: &[(&str, &str)]) -> reqwest::Response {
+        let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(fields).finish();
+        self.http
+            .post(self.url(path))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .expect("request reaches the app")
+    }
+
     /// POSTs `body` to `/webhooks` as Stripe does, with this `Stripe-Signature` (none when `None`).
     pub async fn post_webhook(
         &self,

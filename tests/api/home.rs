@@ -31,7 +31,10 @@ async fn home_page_offers_a_form_that_posts_to_create_payment_link() {
     assert!(page.starts_with("<!DOCTYPE html>"), "HTML5 doctype");
     assert!(page.contains(r#"<form method="post" action="/create-payment-link">"#), "{page}");
     assert!(page.contains(&format!(r#"<input type="hidden" name="price" value="{PRICE_ID}">"#)), "{page}");
-    assert!(page.contains("Subscribe: USD 5.00 / month"), "the price read at start: {page}");
+    assert!(
+        page.contains(r#"<span class="amount">USD 5.00 / month</span>"#),
+        "the price read at start: {page}"
+    );
     assert!(stripe.requests().is_empty(), "rendering the page calls nobody");
 }
 
@@ -57,6 +60,11 @@ async fn get_create_payment_link_sends_the_price_to_stripe_and_answers_the_url()
         vec![
             ("line_items[0][price]".to_owned(), PRICE_ID.to_owned()),
             ("line_items[0][quantity]".to_owned(), "1".to_owned()),
+            ("after_completion[type]".to_owned(), "redirect".to_owned()),
+            (
+                "after_completion[redirect][url]".to_owned(),
+                format!("http://{}/thank-you?session_id={{CHECKOUT_SESSION_ID}}", app.address),
+            ),
         ]
     );
 }
@@ -89,8 +97,9 @@ async fn stripe_refusing_the_key_answers_502_with_stripes_message_and_no_key() {
     assert_eq!(page.status(), 502);
     assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
     let html = page.text().await.unwrap();
-    assert!(html.contains("The payment link could not be created"), "{html}");
-    assert!(html.contains("Invalid API Key provided"));
+    assert!(html.contains("The checkout could not be opened"), "{html}");
+    assert!(html.contains("Please try again in a minute."), "says what to do: {html}");
+    assert!(!html.contains("Invalid API Key provided"), "Stripe's own words are for the log, not the buyer");
     assert!(!html.contains(STRIPE_KEY));
 }
 
@@ -149,4 +158,52 @@ async fn health_unknown_routes_and_wrong_methods() {
     assert_eq!(app.get("/no-such-page").await.status(), 404);
     assert_eq!(app.post("/healthz").await.status(), 405);
     assert_eq!(app.http.delete(app.url("/create-payment-link")).send().await.unwrap().status(), 405);
+}
+
+#[tokio::test]
+async fn each_price_has_its_button_and_a_price_that_is_not_sold_is_refused() {
+    const YEARLY_ID: &str = "price_1TestYearly00000001";
+    let stripe = ScriptedUpstream::start().await;
+    let settings = TestSettings::new(&stripe.base_url, "http://127.0.0.1:9")
+        .set("STRIPE_PRODUCT", &format!("{PRICE_ID},{YEARLY_ID}"))
+        .set("PUBLIC_URL", "https://shop.example.com/store/");
+    let app = TestApp::spawn_with_scripted_stripe(settings, &stripe).await;
+    let page = app.get("/").await.text().await.unwrap();
+    for price in [PRICE_ID, YEARLY_ID] {
+        assert!(page.contains(&format!(r#"name="price" value="{price}""#)), "a button for {price}: {page}");
+    }
+
+    stripe.push(payment_link("https://buy.stripe.com/test_yearly"));
+    let response = app.post_form("/create-payment-link", &[("price", YEARLY_ID)]).await;
+    assert_eq!(response.status(), 303);
+    assert_eq!(response.headers()["location"], "https://buy.stripe.com/test_yearly");
+    let form = stripe.requests()[0].form();
+    assert!(form.contains(&("line_items[0][price]".to_owned(), YEARLY_ID.to_owned())), "{form:?}");
+    assert!(
+        form.contains(&(
+            "after_completion[redirect][url]".to_owned(),
+            "https://shop.example.com/store/thank-you?session_id={CHECKOUT_SESSION_ID}".to_owned()
+        )),
+        "back to PUBLIC_URL: {form:?}"
+    );
+
+    stripe.clear_requests();
+    let refused = app.post_form("/create-payment-link", &[("price", "price_other")]).await;
+    assert_eq!(refused.status(), 400);
+    assert!(refused.text().await.unwrap().contains("That plan is not sold here"));
+    let refused = app.get("/create-payment-link?price=price_other").await;
+    assert_eq!(refused.status(), 400);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("price_other"), "{body}");
+    assert!(stripe.requests().is_empty(), "a price that is not sold never reaches Stripe");
+}
+
+#[tokio::test]
+async fn the_pages_have_a_favicon() {
+    let (app, _stripe) = app_with_stripe().await;
+    let icon = app.get("/favicon.svg").await;
+    assert_eq!(icon.status(), 200);
+    assert_eq!(icon.headers()["content-type"], "image/svg+xml");
+    assert!(icon.text().await.unwrap().starts_with("<svg"));
+    assert!(app.get("/").await.text().await.unwrap().contains(r#"<link rel="icon" href="/favicon.svg""#));
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use chrono::NaiveDate;
 use serde_json::json;
 use stripe_licensespring::licensespring::{
-    LicenseChange, LicenseSpringCall, LicenseSpringClient, LicenseSpringError, LicenseValidity,
+    Buyer, LicenseChange, LicenseSpringCall, LicenseSpringClient, LicenseSpringError, LicenseValidity,
     NewLicenseTerms,
 };
 use stripe_licensespring::model::{LicenseId, LicenseKey};
@@ -104,8 +104,10 @@ async fn create_order_sends_one_subscription_license_and_reads_its_id() {
             {"id": LICENSE_ID.0, "license_key": KEY, "license_type": "subscription"}]}]}),
     ));
 
-    let id =
-        client.create_order(ORDER_ID, PRODUCT_CODE, &key(), &terms(2025, 12, 24)).await.expect("created");
+    let id = client
+        .create_order(ORDER_ID, PRODUCT_CODE, &key(), &terms(2025, 12, 24), None)
+        .await
+        .expect("created");
     assert_eq!(id, LICENSE_ID);
     let requests = upstream.requests();
     assert_eq!(requests.len(), 1, "the id was in the answer: no lookup");
@@ -119,17 +121,19 @@ async fn create_order_sends_one_subscription_license_and_reads_its_id() {
 }
 
 #[tokio::test]
-async fn create_order_sends_a_trial_and_seats_when_asked() {
+async fn create_order_sends_the_buyer_a_trial_and_seats_when_asked() {
     let (client, upstream) = client().await;
     upstream.push(Scripted::json(
         200,
         json!({"order_items": [{"licenses": [{"id": LICENSE_ID.0, "license_key": KEY}]}]}),
     ));
     let trial = NewLicenseTerms { valid_until: date(2026, 2, 7), is_trial: true, max_activations: Some(6) };
-    client.create_order(ORDER_ID, PRODUCT_CODE, &key(), &trial).await.expect("created");
+    let buyer = Buyer::new(Some("jane@example.com"), Some("Jane Doe"));
+    client.create_order(ORDER_ID, PRODUCT_CODE, &key(), &trial, buyer.as_ref()).await.expect("created");
     assert_eq!(
         upstream.requests()[0].body_json().expect("a JSON body"),
-        json!({"id": ORDER_ID, "items": [{"product_code": PRODUCT_CODE, "licenses": [
+        json!({"id": ORDER_ID, "customer": {"email": "jane@example.com", "first_name": "Jane", "last_name": "Doe"},
+               "items": [{"product_code": PRODUCT_CODE, "licenses": [
             {"key": KEY, "license_type": "subscription", "is_trial": true, "validity_period": "2026-02-07",
              "max_activations": 6}]}]})
     );
@@ -147,8 +151,10 @@ async fn create_order_without_a_license_id_in_the_answer_finds_the_license_by_ke
         upstream.push(answer);
         upstream.push(list_of(vec![license_json(json!("2025-12-24"))]));
 
-        let id =
-            client.create_order(ORDER_ID, PRODUCT_CODE, &key(), &terms(2025, 12, 24)).await.expect("created");
+        let id = client
+            .create_order(ORDER_ID, PRODUCT_CODE, &key(), &terms(2025, 12, 24), None)
+            .await
+            .expect("created");
         assert_eq!(id, LICENSE_ID);
         let requests = upstream.requests();
         assert_eq!(requests.len(), 2);
@@ -161,8 +167,10 @@ async fn create_order_accepted_but_no_license_listed_is_a_retryable_error() {
     let (client, upstream) = client().await;
     upstream.push(Scripted::json(200, json!({})));
     upstream.push(list_of(vec![]));
-    let error =
-        client.create_order(ORDER_ID, PRODUCT_CODE, &key(), &terms(2025, 12, 24)).await.expect_err("none");
+    let error = client
+        .create_order(ORDER_ID, PRODUCT_CODE, &key(), &terms(2025, 12, 24), None)
+        .await
+        .expect_err("none");
     assert!(matches!(error, LicenseSpringError::LicenseNotListed { .. }), "{error}");
     assert!(error.is_retryable());
     assert!(!error.is_order_refusal());
@@ -172,8 +180,10 @@ async fn create_order_accepted_but_no_license_listed_is_a_retryable_error() {
 async fn a_refused_create_order_is_recognisable_and_not_followed_by_a_lookup() {
     let (client, upstream) = client().await;
     upstream.push(Scripted::json(400, json!({"detail": "Order with this id already exists."})));
-    let error =
-        client.create_order(ORDER_ID, PRODUCT_CODE, &key(), &terms(2025, 12, 24)).await.expect_err("refused");
+    let error = client
+        .create_order(ORDER_ID, PRODUCT_CODE, &key(), &terms(2025, 12, 24), None)
+        .await
+        .expect_err("refused");
     assert!(error.is_order_refusal(), "{error:?}");
     assert!(!error.is_retryable());
     assert_eq!(error.status(), Some(400));

@@ -1,5 +1,6 @@
 //! Black-box tests: the real server on a loopback port against local upstreams.
 
+mod buyer;
 mod demo;
 mod flows;
 mod helpers;

@@ -155,3 +155,37 @@ async fn the_server_as_a_child_process_handles_a_webhook_and_reports_its_resourc
     assert!(server.log().iter().any(|line| line.contains("outcome=created")));
     assert!(server.terminate(Duration::from_secs(10)), "stops on SIGTERM");
 }
+
+#[tokio::test]
+async fn a_price_stripe_does_not_have_or_that_is_not_recurring_stops_the_start_naming_it() {
+    use sim::licensespring::LicenseSpringSimConfig;
+    use sim::stripe::{SimPrice, StripeSimConfig};
+    use stripe_licensespring::demo::Simulators;
+
+    let stripe = StripeSimConfig {
+        prices: vec![
+            SimPrice::new(sim::stripe::DEFAULT_PRICE_ID, sim::stripe::Interval::Month, 1),
+            SimPrice::one_time("price_1TestOneTime0000001", 900),
+        ],
+        ..StripeSimConfig::default()
+    };
+    let simulators =
+        Simulators::start(stripe, LicenseSpringSimConfig::default(), WEBHOOK_SECRET).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for (price, reason) in [
+        ("price_1TestOneTime0000001", "is a one-time price; a subscription needs a recurring one"),
+        ("price_1TestNoSuchPrice000", "does not exist in this Stripe account"),
+    ] {
+        let mut command = binary();
+        command.current_dir(dir.path()).env("PORT", "0");
+        for (name, value) in simulators.settings() {
+            command.env(name, value);
+        }
+        command.env("STRIPE_PRODUCT", format!("{},{price}", sim::stripe::DEFAULT_PRICE_ID));
+        // The simulators answer on this test's runtime: wait for the binary off it.
+        let output = tokio::task::spawn_blocking(move || command.output()).await.unwrap().unwrap();
+        assert_eq!(output.status.code(), Some(1), "{price}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(&format!("STRIPE_PRODUCT: the price {price} {reason}")), "{stderr}");
+    }
+}
