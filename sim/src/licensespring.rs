@@ -177,11 +177,46 @@ impl LicenseSpringSim {
     }
 
     pub fn license_by_key(&self, key: &str) -> Option<SimLicense> {
-        lock(&self.shared.state).licenses.iter().find(|l| l.license_key == key).cloned()
+        let state = lock(&self.shared.state);
+        state.license_by_key.get(key).map(|&position| state.licenses[position].clone())
     }
 
     pub fn license(&self, id: i64) -> Option<SimLicense> {
-        lock(&self.shared.state).licenses.iter().find(|l| l.id == id).cloned()
+        let state = lock(&self.shared.state);
+        state.license_position(id).map(|position| state.licenses[position].clone())
+    }
+
+    /// What a create order of one license does, without HTTP (for tests and sandboxes that need
+    /// many licenses, or a license no Stripe subscription knows): an enabled `subscription`
+    /// license of the product with a fresh key and one seat, in the order `order_store_id` (made
+    /// if it does not exist, appended to if it does). The error is create order's `detail`.
+    pub fn create_license(&self, order_store_id: &str, product_code: &str) -> Result<SimLicense, String> {
+        if !self.shared.config.products.iter().any(|p| p == product_code) {
+            return Err(format!("items[0].product_code: Product {product_code:?} does not exist."));
+        }
+        let mut state = lock(&self.shared.state);
+        let key = loop {
+            let key = random_license_key();
+            if !state.key_taken(&key) {
+                break key;
+            }
+        };
+        let order = NewOrder {
+            store_id: order_store_id.to_owned(),
+            append: true,
+            licenses: vec![NewLicense {
+                product_code: product_code.to_owned(),
+                key,
+                license_type: "subscription".to_owned(),
+                is_trial: false,
+                validity_period: None,
+                valid_duration: None,
+                max_activations: None,
+            }],
+            customer: None,
+        };
+        let (_, mut created) = state.insert_order(order, now_seconds())?;
+        created.pop().ok_or_else(|| "no license was created".to_owned())
     }
 
     handle_methods!("/api/");
@@ -202,6 +237,13 @@ struct Shared {
 struct Store {
     orders: Vec<SimOrder>,
     licenses: Vec<SimLicense>,
+    /// Positions by key, order id and customer email, so that creating and finding one costs the
+    /// same with 10,000 of them as with one. (Licenses are never removed, and their ids are
+    /// handed out in order: a license's position is its id less [`FIRST_LICENSE_ID`].)
+    license_by_key: HashMap<String, usize>,
+    order_by_store_id: HashMap<String, usize>,
+    customer_by_email: HashMap<String, i64>,
+    last_customer_id: Option<i64>,
 }
 
 impl Store {
@@ -214,8 +256,91 @@ impl Store {
     }
 
     fn license_mut(&mut self, id: &str) -> Option<&mut SimLicense> {
-        let id: i64 = id.parse().ok()?;
-        self.licenses.iter_mut().find(|l| l.id == id)
+        let position = self.license_position(id.parse().ok()?)?;
+        self.licenses.get_mut(position)
+    }
+
+    fn license_position(&self, id: i64) -> Option<usize> {
+        let position = usize::try_from(id.checked_sub(FIRST_LICENSE_ID)?).ok()?;
+        (self.licenses.get(position)?.id == id).then_some(position)
+    }
+
+    fn key_taken(&self, key: &str) -> bool {
+        self.license_by_key.contains_key(key)
+    }
+
+    /// Creates the order (or, with `append`, adds to it) and its licenses, all or nothing.
+    /// Returns the order's position and the new licenses.
+    fn insert_order(
+        &mut self,
+        order: NewOrder,
+        now: DateTime<Utc>,
+    ) -> Result<(usize, Vec<SimLicense>), String> {
+        let existing = self.order_by_store_id.get(&order.store_id).copied();
+        if existing.is_some() && !order.append {
+            return Err("Order with this id already exists.".into());
+        }
+        let mut keys = std::collections::HashSet::new();
+        for license in &order.licenses {
+            if self.key_taken(&license.key) || !keys.insert(license.key.as_str()) {
+                return Err(format!("License with key {} already exists.", license.key));
+            }
+        }
+        let customer = order.customer.map(|mut customer| {
+            // Matched by email; a new email (or none) is a new customer.
+            let known = customer.email.as_ref().and_then(|email| self.customer_by_email.get(email)).copied();
+            customer.id = known.unwrap_or_else(|| {
+                let id = self.last_customer_id.map_or(FIRST_CUSTOMER_ID, |id| id + 1);
+                self.last_customer_id = Some(id);
+                id
+            });
+            if let Some(email) = &customer.email {
+                self.customer_by_email.insert(email.clone(), customer.id);
+            }
+            customer
+        });
+        let order_index = match existing {
+            Some(index) => {
+                if customer.is_some() {
+                    self.orders[index].customer = customer;
+                }
+                index
+            }
+            None => {
+                let id = self.next_order_id();
+                self.order_by_store_id.insert(order.store_id.clone(), self.orders.len());
+                self.orders.push(SimOrder {
+                    id,
+                    store_id: order.store_id.clone(),
+                    license_ids: Vec::new(),
+                    created_at: now,
+                    customer,
+                });
+                self.orders.len() - 1
+            }
+        };
+        let mut created = Vec::new();
+        for new in order.licenses {
+            let license = SimLicense {
+                id: self.next_license_id(),
+                license_key: new.key,
+                product_code: new.product_code,
+                license_type: new.license_type,
+                enabled: true,
+                is_trial: new.is_trial,
+                max_activations: new.max_activations.unwrap_or(1),
+                valid_duration: new.valid_duration,
+                validity_period: new.validity_period,
+                order_store_id: order.store_id.clone(),
+                created_at: now,
+                updated_at: now,
+            };
+            self.orders[order_index].license_ids.push(license.id);
+            self.license_by_key.insert(license.license_key.clone(), self.licenses.len());
+            created.push(license.clone());
+            self.licenses.push(license);
+        }
+        Ok((order_index, created))
     }
 }
 
@@ -264,7 +389,7 @@ async fn generate_license(State(shared): State<Arc<Shared>>, RawQuery(query): Ra
     let mut keys: Vec<String> = Vec::with_capacity(quantity);
     while keys.len() < quantity {
         let key = random_license_key();
-        let taken = keys.contains(&key) || state.licenses.iter().any(|l| l.license_key == key);
+        let taken = keys.contains(&key) || state.key_taken(&key);
         if !taken {
             keys.push(key);
         }
@@ -310,75 +435,10 @@ async fn create_order(State(shared): State<Arc<Shared>>, headers: HeaderMap, bod
         Err(message) => return detail(StatusCode::BAD_REQUEST, &message),
     };
     let mut state = lock(&shared.state);
-    let existing = state.orders.iter().position(|o| o.store_id == order.store_id);
-    if existing.is_some() && !order.append {
-        return detail(StatusCode::BAD_REQUEST, "Order with this id already exists.");
-    }
-    for (index, license) in order.licenses.iter().enumerate() {
-        let used = state.licenses.iter().any(|l| l.license_key == license.key)
-            || order.licenses[..index].iter().any(|other| other.key == license.key);
-        if used {
-            return detail(
-                StatusCode::BAD_REQUEST,
-                &format!("License with key {} already exists.", license.key),
-            );
-        }
-    }
-
-    let now = now_seconds();
-    let customer = order.customer.map(|mut customer| {
-        // Matched by email; a new email (or none) is a new customer.
-        let known = customer.email.as_ref().and_then(|email| {
-            state.orders.iter().filter_map(|o| o.customer.as_ref()).find(|c| c.email.as_ref() == Some(email))
-        });
-        customer.id = match known {
-            Some(known) => known.id,
-            None => {
-                let used = state.orders.iter().filter_map(|o| o.customer.as_ref()).map(|c| c.id).max();
-                used.map_or(FIRST_CUSTOMER_ID, |id| id + 1)
-            }
-        };
-        customer
-    });
-    let order_index = match existing {
-        Some(index) => {
-            if customer.is_some() {
-                state.orders[index].customer = customer;
-            }
-            index
-        }
-        None => {
-            let id = state.next_order_id();
-            state.orders.push(SimOrder {
-                id,
-                store_id: order.store_id.clone(),
-                license_ids: Vec::new(),
-                created_at: now,
-                customer,
-            });
-            state.orders.len() - 1
-        }
+    let (order_index, created) = match state.insert_order(order, now_seconds()) {
+        Ok(inserted) => inserted,
+        Err(message) => return detail(StatusCode::BAD_REQUEST, &message),
     };
-    let mut created = Vec::new();
-    for new in order.licenses {
-        let license = SimLicense {
-            id: state.next_license_id(),
-            license_key: new.key,
-            product_code: new.product_code,
-            license_type: new.license_type,
-            enabled: true,
-            is_trial: new.is_trial,
-            max_activations: new.max_activations.unwrap_or(1),
-            valid_duration: new.valid_duration,
-            validity_period: new.validity_period,
-            order_store_id: order.store_id.clone(),
-            created_at: now,
-            updated_at: now,
-        };
-        state.orders[order_index].license_ids.push(license.id);
-        created.push(license.clone());
-        state.licenses.push(license);
-    }
 
     let order_id = state.orders[order_index].id;
     let answer = if shared.config.order_answer_without_license_ids {
@@ -504,9 +564,22 @@ fn optional_max_activations(object: &Map<String, Value>) -> Result<Option<u32>, 
     }
 }
 
-/// `GET /api/v1/licenses/?license_key=..` (or `order__store_id=..`), paginated with
-/// `limit`/`offset` as LicenseSpring does.
+/// `GET /api/v1/licenses/`: filters `license_key`, `order__store_id`, `product_short_code`
+/// (exact), `order__store_id__startswith`, `enabled` (`true`/`false`; other values: 400, where
+/// django-filter would answer `{"enabled": [...]}` [unverified]); `order_by` one of
+/// `created_at`, `-created_at`, `id`, `-id` (an unknown field is a 400 `{"detail": ...}`, as
+/// django-filter's ordering refuses an invalid choice [unverified: LicenseSpring's answer is
+/// undocumented]); without it, id order (creation order). Paginated with `limit` (20 by
+/// default; above 100 silently capped) and `offset`: `{count, next, previous, results}`.
+/// Filters that are not modelled are ignored, as Django's filters ignore unknown parameters.
+///
+/// `next` and `previous` are full URLs carrying the same query with `limit` and `offset`
+/// replaced, as Django REST framework's `LimitOffsetPagination` builds them (its `previous` of
+/// the second page drops `offset` altogether) [unverified: LicenseSpring's links are not
+/// documented as full URLs or paths].
 async fn list_licenses(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery) -> Response {
+    let pairs: Vec<(String, String)> =
+        url::form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes()).into_owned().collect();
     let params = query_params(query.as_deref());
     let limit = match params.get("limit").map(|l| l.parse::<usize>()) {
         None => PAGE_SIZE,
@@ -518,13 +591,60 @@ async fn list_licenses(State(shared): State<Arc<Shared>>, RawQuery(query): RawQu
         Some(Ok(offset)) => offset,
         Some(_) => return detail(StatusCode::BAD_REQUEST, "offset: expected a whole number."),
     };
+    let enabled = match params.get("enabled").map(String::as_str) {
+        None => None,
+        Some("true" | "True" | "1") => Some(true),
+        Some("false" | "False" | "0") => Some(false),
+        Some(_) => return detail(StatusCode::BAD_REQUEST, "enabled: Select a valid choice: true or false."),
+    };
+    let order_by = params.get("order_by").map(String::as_str);
+    if let Some(field) = order_by.filter(|f| !["created_at", "-created_at", "id", "-id"].contains(f)) {
+        return detail(
+            StatusCode::BAD_REQUEST,
+            &format!("order_by: Select a valid choice. {field} is not one of the available choices."),
+        );
+    }
     let state = lock(&shared.state);
-    let matching: Vec<&SimLicense> = state
-        .licenses
-        .iter()
-        .filter(|l| params.get("license_key").is_none_or(|key| l.license_key == *key))
-        .filter(|l| params.get("order__store_id").is_none_or(|id| l.order_store_id == *id))
-        .collect();
+    let key = params.get("license_key");
+    let store_id = params.get("order__store_id");
+    let prefix = params.get("order__store_id__startswith");
+    let product = params.get("product_short_code");
+    let matches = |l: &SimLicense| {
+        key.is_none_or(|key| l.license_key == *key)
+            && store_id.is_none_or(|id| l.order_store_id == *id)
+            && prefix.is_none_or(|prefix| l.order_store_id.starts_with(prefix.as_str()))
+            && product.is_none_or(|code| l.product_code == *code)
+            && enabled.is_none_or(|enabled| l.enabled == enabled)
+    };
+    // The exact filters go through the indexes; the rest is one scan (in id order).
+    let mut matching: Vec<&SimLicense> = if let Some(key) = key {
+        state
+            .license_by_key
+            .get(key)
+            .map(|&at| &state.licenses[at])
+            .filter(|l| matches(l))
+            .into_iter()
+            .collect()
+    } else if let Some(id) = store_id {
+        let order = state.order_by_store_id.get(id).map(|&at| &state.orders[at]);
+        let ids = order.map(|o| o.license_ids.as_slice()).unwrap_or_default();
+        let mut found: Vec<&SimLicense> = ids
+            .iter()
+            .filter_map(|&id| state.license_position(id).map(|at| &state.licenses[at]))
+            .filter(|l| matches(l))
+            .collect();
+        found.sort_by_key(|l| l.id);
+        found
+    } else {
+        state.licenses.iter().filter(|l| matches(l)).collect()
+    };
+    // Stable sorts of an almost sorted list: ties keep id order.
+    match order_by {
+        Some("created_at") => matching.sort_by_key(|l| (l.created_at, l.id)),
+        Some("-created_at") => matching.sort_by_key(|l| std::cmp::Reverse((l.created_at, l.id))),
+        Some("-id") => matching.reverse(),
+        _ => {}
+    }
     let count = matching.len();
     let results: Vec<Value> = matching
         .into_iter()
@@ -532,21 +652,24 @@ async fn list_licenses(State(shared): State<Arc<Shared>>, RawQuery(query): RawQu
         .take(limit)
         .map(|l| license_json(l, shared.config.validity_period_as_datetime))
         .collect();
-    let page_url = |offset: usize| {
+    let page_url = |offset: Option<usize>| {
         let mut url = shared.base_url.join("api/v1/licenses/").ok()?;
         {
-            let mut pairs = url.query_pairs_mut();
-            for (name, value) in
-                params.iter().filter(|(name, _)| !matches!(name.as_str(), "limit" | "offset"))
+            let mut query = url.query_pairs_mut();
+            for (name, value) in pairs.iter().filter(|(name, _)| !matches!(name.as_str(), "limit" | "offset"))
             {
-                pairs.append_pair(name, value);
+                query.append_pair(name, value);
             }
-            pairs.append_pair("limit", &limit.to_string()).append_pair("offset", &offset.to_string());
+            query.append_pair("limit", &limit.to_string());
+            if let Some(offset) = offset {
+                query.append_pair("offset", &offset.to_string());
+            }
         }
         Some(url.to_string())
     };
-    let next = (offset + limit < count).then(|| page_url(offset + limit)).flatten();
-    let previous = (offset > 0).then(|| page_url(offset.saturating_sub(limit))).flatten();
+    let next = (offset + limit < count).then(|| page_url(Some(offset + limit))).flatten();
+    let previous =
+        (offset > 0).then(|| page_url(offset.checked_sub(limit).filter(|&previous| previous > 0))).flatten();
     let answer = json!({"count": count, "next": next, "previous": previous, "results": results});
     (StatusCode::OK, axum::Json(answer)).into_response()
 }
@@ -1160,5 +1283,130 @@ mod tests {
         sim.clear_faults();
         assert_eq!(client.get("api/v1/licenses/").await.0, 200);
         assert!(sim.orders().is_empty());
+    }
+
+    /// The list at `path`, which must answer 200.
+    async fn page(client: &Client, path: &str) -> Value {
+        let (status, answer) = client.get(path).await;
+        assert_eq!(status, 200, "{path}: {answer}");
+        answer
+    }
+
+    fn keys(page: &Value) -> Vec<String> {
+        let results = page["results"].as_array().expect("results");
+        results.iter().map(|l| l["order_store_id"].as_str().expect("store id").to_owned()).collect()
+    }
+
+    /// `next` or `previous` as a path below the base URL, checked to be a full URL on it.
+    fn link(client: &Client, page: &Value, name: &str) -> Option<String> {
+        let url = page[name].as_str()?;
+        Some(url.strip_prefix(client.base.as_str()).unwrap_or_else(|| panic!("a full URL: {url}")).to_owned())
+    }
+
+    #[tokio::test]
+    async fn lists_licenses_in_pages_with_filters_and_order() {
+        let config = LicenseSpringSimConfig {
+            products: vec![DEFAULT_PRODUCT.to_owned(), "OTHER".to_owned()],
+            ..LicenseSpringSimConfig::default()
+        };
+        let sim = start(config).await.expect("starts");
+        let client = Client::new(&sim);
+        for i in 0..250 {
+            sim.create_license(&format!("stripe-license-sub_{i}"), DEFAULT_PRODUCT).expect("created");
+        }
+        for i in 0..5 {
+            sim.create_license(&format!("other-{i}"), "OTHER").expect("created");
+        }
+
+        let all = page(&client, "api/v1/licenses/").await;
+        assert_eq!((all["count"].as_u64(), keys(&all).len()), (Some(255), 20), "20 a page by default");
+        let base = "api/v1/licenses/?order__store_id__startswith=stripe-license-&order_by=created_at";
+        let first = page(&client, &format!("{base}&limit=100&offset=0")).await;
+        assert_eq!(first["count"], 250);
+        assert_eq!(first["previous"], Value::Null);
+        assert_eq!(keys(&first)[..2], ["stripe-license-sub_0", "stripe-license-sub_1"]);
+        let next = link(&client, &first, "next").expect("a next page");
+        assert!(
+            next.contains("order__store_id__startswith=stripe-license-")
+                && next.contains("order_by=created_at")
+        );
+        assert!(next.contains("limit=100") && next.contains("offset=100"), "{next}");
+        let second = page(&client, &next).await;
+        assert_eq!(keys(&second)[0], "stripe-license-sub_100");
+        let previous = link(&client, &second, "previous").expect("a previous page");
+        assert!(!previous.contains("offset"), "the first page's link has no offset: {previous}");
+        assert_eq!(keys(&page(&client, &previous).await), keys(&first));
+        let last = page(&client, &link(&client, &second, "next").expect("a third page")).await;
+        assert_eq!((keys(&last).len(), &last["next"]), (50, &Value::Null));
+        assert!(link(&client, &last, "previous").expect("previous").contains("offset=100"));
+        let beyond = page(&client, &format!("{base}&offset=300")).await;
+        assert!(keys(&beyond).is_empty() && beyond["count"] == 250);
+
+        let capped = page(&client, &format!("{base}&limit=500")).await;
+        assert_eq!(keys(&capped).len(), 100, "silently capped at 100");
+        assert!(link(&client, &capped, "next").expect("next").contains("limit=100"));
+        let newest = page(&client, "api/v1/licenses/?order_by=-id&limit=1").await;
+        assert_eq!(keys(&newest), ["other-4"]);
+        let newest = page(&client, &format!("{base}&order_by=-created_at&limit=1")).await;
+        assert_eq!(newest["count"], 250);
+        let (status, refused) = client.get("api/v1/licenses/?order_by=colour").await;
+        assert_eq!(status, 400);
+        assert!(refused["detail"].as_str().is_some_and(|d| d.contains("colour")), "{refused}");
+
+        // Exact filters stay exact.
+        let exact = page(&client, "api/v1/licenses/?order__store_id=stripe-license-sub_1").await;
+        assert_eq!(keys(&exact), ["stripe-license-sub_1"]);
+        let license = sim.licenses()[7].clone();
+        let by_key = page(&client, &format!("api/v1/licenses/?license_key={}", license.license_key)).await;
+        assert_eq!(keys(&by_key), [license.order_store_id.as_str()]);
+        let product = page(&client, "api/v1/licenses/?product_short_code=OTHER&limit=100").await;
+        assert_eq!(product["count"], 5);
+
+        let (status, _) =
+            client.send(Method::POST, &format!("api/v1/licenses/{}/disable/", license.id), None).await;
+        assert_eq!(status, 200);
+        let disabled = page(&client, "api/v1/licenses/?enabled=false").await;
+        assert_eq!(keys(&disabled), [license.order_store_id.as_str()]);
+        let enabled = page(&client, &format!("{base}&enabled=true")).await;
+        assert_eq!(enabled["count"], 249);
+        assert_eq!(client.get("api/v1/licenses/?enabled=maybe").await.0, 400);
+    }
+
+    #[tokio::test]
+    async fn orders_can_gain_licenses_and_keep_their_rules() {
+        let (sim, client) = started().await;
+        let first = sim.create_license("o-many", DEFAULT_PRODUCT).expect("created");
+        let second = sim.create_license("o-many", DEFAULT_PRODUCT).expect("appended");
+        assert_ne!(first.license_key, second.license_key);
+        assert_eq!(sim.orders().len(), 1);
+        assert_eq!(sim.orders()[0].license_ids, vec![first.id, second.id]);
+        assert_eq!(sim.license(second.id), Some(second.clone()));
+        assert_eq!(sim.license_by_key(&first.license_key), Some(first.clone()));
+        assert!(sim.create_license("o-x", "NOPE").is_err());
+        let (status, _) = client.create_order("o-many", "AAAA-BBBB-CCCC-DDDD").await;
+        assert_eq!(status, 400, "the order exists");
+        let (status, _) = client.create_order("o-new", &first.license_key).await;
+        assert_eq!(status, 400, "the key is taken");
+    }
+
+    #[tokio::test]
+    async fn pages_through_ten_thousand_licenses() {
+        const COUNT: usize = 10_000;
+        let (sim, client) = started().await;
+        for i in 0..COUNT {
+            sim.create_license(&format!("stripe-license-sub_{i:05}"), DEFAULT_PRODUCT).expect("created");
+        }
+        let mut seen = Vec::new();
+        let mut next = Some(
+            "api/v1/licenses/?order__store_id__startswith=stripe-license-&order_by=created_at&limit=100"
+                .to_owned(),
+        );
+        while let Some(path) = next {
+            let answer = page(&client, &path).await;
+            seen.extend(keys(&answer));
+            next = link(&client, &answer, "next");
+        }
+        let expected: Vec<String> = (0..COUNT).map(|i| format!("stripe-license-sub_{i:05}")).collect();
+        assert!(seen == expected, "every license once, in creation order");
     }
 }

@@ -1,5 +1,8 @@
 //! The REST API: routes, API-key auth, Stripe-shaped errors, form parsing with Stripe's bracket
-//! nesting, idempotency keys, and the handlers of the calls `stripe-licensespring` makes.
+//! nesting, idempotency keys, and the handlers of the calls `stripe-licensespring` makes (the
+//! list calls of reconciliation and replay are in `lists`).
+
+mod lists;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -32,6 +35,8 @@ const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
 pub(super) fn routes(shared: Arc<Shared>) -> Router {
     let api = Router::new()
         .route("/v1/payment_links", post(create_payment_link))
+        .route("/v1/subscriptions", get(lists::list_subscriptions))
+        .route("/v1/events", get(lists::list_events))
         .route("/v1/subscriptions/{id}", get(retrieve_subscription).post(update_subscription))
         .route("/v1/subscriptions/{id}/pause", post(pause_subscription))
         .route("/v1/subscriptions/{id}/resume", post(resume_subscription))
@@ -479,7 +484,7 @@ fn expanded_subscription(
     for path in expand {
         match path.as_str() {
             "latest_invoice" => {
-                let invoice = store.invoices.iter().find(|i| i.id == subscription.latest_invoice);
+                let invoice = store.invoice(&subscription.latest_invoice);
                 if let Some(invoice) = invoice {
                     object["latest_invoice"] = shared.invoice_json(invoice, subscription, generation);
                 }
@@ -499,7 +504,7 @@ async fn retrieve_subscription(
 ) -> Result<Response, ApiError> {
     let (generation, expand) = read_options(&shared, query, &headers)?;
     let store = lock(&shared.store);
-    let subscription = store.subscriptions.iter().find(|s| s.id == id).cloned();
+    let subscription = store.subscription(&id).cloned();
     let subscription = subscription.ok_or_else(|| ApiError::missing("subscription", "id", &id))?;
     let object = expanded_subscription(&shared, &store, &subscription, generation, &expand)?;
     Ok(stripe_json(StatusCode::OK, &object))
@@ -564,7 +569,7 @@ fn subscription_answer(
     expand: &[String],
 ) -> Result<(StatusCode, Value), ApiError> {
     let store = lock(&shared.store);
-    let subscription = store.subscriptions.iter().find(|s| s.id == id).cloned();
+    let subscription = store.subscription(id).cloned();
     let subscription = subscription.ok_or_else(|| ApiError::missing("subscription", "id", id))?;
     Ok((StatusCode::OK, expanded_subscription(shared, &store, &subscription, generation, expand)?))
 }
@@ -728,7 +733,7 @@ async fn update_subscription(
         }
         update.metadata = Some(metadata);
         shared.update_in(&mut store, &id, update).map_err(control_error)?;
-        let subscription = store.subscriptions.iter().find(|s| s.id == id).cloned();
+        let subscription = store.subscription(&id).cloned();
         let subscription = subscription.ok_or_else(|| ApiError::missing("subscription", "id", &id))?;
         let object = expanded_subscription(&shared, &store, &subscription, generation, &expand_paths(&body))?;
         Ok((StatusCode::OK, object))
@@ -785,8 +790,7 @@ fn expanded_session(
     expand: &[String],
 ) -> Result<Value, ApiError> {
     let mut object = shared.checkout_session_json(session);
-    let subscription =
-        session.subscription.as_ref().and_then(|id| store.subscriptions.iter().find(|s| s.id == *id));
+    let subscription = session.subscription.as_ref().and_then(|id| store.subscription(id));
     for path in expand {
         match path.as_str() {
             "subscription" => {
@@ -807,8 +811,7 @@ fn expanded_session(
                 }
             }
             "invoice" => {
-                let invoice =
-                    session.invoice.as_ref().and_then(|id| store.invoices.iter().find(|i| i.id == *id));
+                let invoice = session.invoice.as_ref().and_then(|id| store.invoice(id));
                 if let (Some(invoice), Some(subscription)) = (invoice, subscription) {
                     object["invoice"] = shared.invoice_json(invoice, subscription, generation);
                 }

@@ -18,8 +18,13 @@
 //! deliveries, `customer.created`/`customer.updated`, `checkout.session.async_payment_failed`,
 //! and the portal's payment-method, invoice-history and profile pages.
 //!
+//! Reconciliation and replay read `GET /v1/subscriptions` and `GET /v1/events` (filters,
+//! cursor pagination, `data.` expansions, the events' 30-day window, `delivery_success`); to make
+//! drift to find, [`StripeSim::lose_next_deliveries`] and [`StripeSim::lose_deliveries_of`] keep
+//! events from ever reaching the webhook endpoint.
+//!
 //! This file holds the handle and the public types; `state` the store, the simulated clock and
-//! the billing; `webhooks` event emission, signing and delivery; `http` the REST API; `render`
+//! the billing; `webhooks` event emission, signing and delivery; `http` the REST API (`http/lists` its list calls); `render`
 //! the JSON of Stripe's objects; `checkout` the checkout pages; `sessions` Checkout Sessions,
 //! customers and customer portal sessions; `portal` the customer portal's pages.
 //!
@@ -34,6 +39,8 @@ mod checkout;
 mod http;
 #[cfg(test)]
 mod lifecycle_tests;
+#[cfg(test)]
+mod list_tests;
 mod portal;
 mod render;
 #[cfg(test)]
@@ -677,7 +684,7 @@ pub async fn start(config: StripeSimConfig) -> io::Result<StripeSim> {
         base_url: bound.base_url.clone(),
         // Prices "were created" the day before the simulation starts.
         price_created: real_now + clock_offset - 86_400,
-        store: Mutex::new(Store { clock_offset, ..Store::default() }),
+        store: Mutex::new(Store::with_clock_offset(clock_offset)),
         queue,
         pending: watch::Sender::new(0),
         config,
@@ -820,7 +827,7 @@ impl StripeSim {
     }
 
     pub fn subscription(&self, id: &str) -> Option<SimSubscription> {
-        lock(&self.shared.store).subscriptions.iter().find(|s| s.id == id).cloned()
+        lock(&self.shared.store).subscription(id).cloned()
     }
 
     pub fn invoices(&self) -> Vec<SimInvoice> {
@@ -862,10 +869,49 @@ impl StripeSim {
             return Err(StripeSimError::NoWebhook);
         }
         let store = lock(&self.shared.store);
-        let event = store.events.iter().find(|e| e.id == event_id).cloned();
+        let event = store.event(event_id).cloned();
         let event = event.ok_or_else(|| StripeSimError::UnknownEvent(event_id.to_owned()))?;
         self.shared.enqueue(event);
         Ok(())
+    }
+
+    /// Loses the deliveries of the next `n` events (whatever they are about), to make drift: each
+    /// is kept, listed by `GET /v1/events` (with `delivery_success=false`) and returned by
+    /// [`events`](Self::events), but never sent to the webhook endpoint. The simulator drops it
+    /// rather than failing it: no [`DeliveryAttempt`] is logged and it is never pending.
+    /// [`resend_event`](Self::resend_event) still delivers it. Calls add up.
+    pub fn lose_next_deliveries(&self, n: usize) {
+        let mut store = lock(&self.shared.store);
+        store.lose_next = store.lose_next.saturating_add(n);
+    }
+
+    /// Loses the deliveries of every later event about the subscription (as
+    /// [`lose_next_deliveries`](Self::lose_next_deliveries) loses them), until
+    /// [`stop_losing_deliveries`](Self::stop_losing_deliveries). The subscription need not
+    /// exist yet.
+    pub fn lose_deliveries_of(&self, subscription: &str) {
+        lock(&self.shared.store).lose_of.insert(subscription.to_owned());
+    }
+
+    /// Delivers every later event again: forgets the count of
+    /// [`lose_next_deliveries`](Self::lose_next_deliveries) and the subscriptions of
+    /// [`lose_deliveries_of`](Self::lose_deliveries_of). Events already lost stay lost.
+    pub fn stop_losing_deliveries(&self) {
+        let mut store = lock(&self.shared.store);
+        store.lose_next = 0;
+        store.lose_of.clear();
+    }
+
+    /// The events whose delivery was lost, oldest first.
+    pub fn lost_events(&self) -> Vec<SimEvent> {
+        let store = lock(&self.shared.store);
+        store.lost.iter().filter_map(|id| store.event(id).cloned()).collect()
+    }
+
+    /// Whether a delivery of the event succeeded (what `delivery_success` of `GET /v1/events`
+    /// reads); always false without a webhook endpoint.
+    pub fn delivered(&self, event_id: &str) -> bool {
+        lock(&self.shared.store).delivered.contains(event_id)
     }
 
     /// Opens a Checkout Session of the payment link, as opening its page does (no event).

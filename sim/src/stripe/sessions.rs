@@ -168,10 +168,8 @@ impl Shared {
         let (subscription, events) =
             self.subscribe_in(store, &link.price_id, options, link.subscription_metadata, buyer)?;
         let invoice = store.subscription_mut(&subscription).map(|s| s.latest_invoice.clone());
-        let free = invoice
-            .as_ref()
-            .and_then(|id| store.invoices.iter().find(|i| i.id == *id))
-            .is_some_and(|invoice| invoice.amount_due == 0);
+        let free =
+            invoice.as_ref().and_then(|id| store.invoice(id)).is_some_and(|invoice| invoice.amount_due == 0);
         let session = store.checkout_session_mut(id)?;
         session.subscription = Some(subscription);
         session.invoice = invoice;

@@ -50,9 +50,36 @@ pub(super) struct Store {
     pub(super) deliveries: Vec<DeliveryAttempt>,
     /// Subscriptions whose next payment (renewal or retry) is to be declined.
     pub(super) declines: HashSet<String>,
+    /// Positions in `subscriptions`, `invoices`, `customers` and `events` by id, so that
+    /// creating or finding one costs the same with 10,000 of them as with one.
+    subscription_index: HashMap<String, usize>,
+    invoice_index: HashMap<String, usize>,
+    customer_index: HashMap<String, usize>,
+    event_index: HashMap<String, usize>,
+    /// Each event's `created`, parallel to `events`.
+    pub(super) event_created: Vec<i64>,
+    /// Positions in `events`, sorted by (`created`, position): oldest first. Events are mostly
+    /// emitted in `created` order, but not always (a renewal of a period that ended before the
+    /// clock's now is dated at the period's end).
+    pub(super) event_order: Vec<usize>,
+    /// Events with a successful delivery attempt.
+    pub(super) delivered: HashSet<String>,
+    /// How many of the next events are to be lost ([`StripeSim::lose_next_deliveries`]).
+    ///
+    /// [`StripeSim::lose_next_deliveries`]: super::StripeSim::lose_next_deliveries
+    pub(super) lose_next: usize,
+    /// Subscriptions whose events are to be lost from now on.
+    pub(super) lose_of: HashSet<String>,
+    /// The events that were lost, oldest first.
+    pub(super) lost: Vec<String>,
 }
 
 impl Store {
+    /// An empty store whose clock runs `clock_offset` seconds ahead of real time.
+    pub(super) fn with_clock_offset(clock_offset: i64) -> Store {
+        Store { clock_offset, ..Store::default() }
+    }
+
     pub(super) fn now(&self) -> i64 {
         Utc::now().timestamp() + self.clock_offset
     }
@@ -66,7 +93,54 @@ impl Store {
     }
 
     pub(super) fn subscription_mut(&mut self, id: &str) -> Option<&mut SimSubscription> {
-        self.subscriptions.iter_mut().find(|s| s.id == id)
+        let position = *self.subscription_index.get(id)?;
+        self.subscriptions.get_mut(position)
+    }
+
+    pub(super) fn subscription(&self, id: &str) -> Option<&SimSubscription> {
+        self.subscriptions.get(*self.subscription_index.get(id)?)
+    }
+
+    /// Where the subscription is in `subscriptions` (creation order).
+    pub(super) fn subscription_position(&self, id: &str) -> Option<usize> {
+        self.subscription_index.get(id).copied()
+    }
+
+    fn add_subscription(&mut self, subscription: SimSubscription) {
+        self.subscription_index.insert(subscription.id.clone(), self.subscriptions.len());
+        self.subscriptions.push(subscription);
+    }
+
+    pub(super) fn invoice(&self, id: &str) -> Option<&SimInvoice> {
+        self.invoices.get(*self.invoice_index.get(id)?)
+    }
+
+    fn add_invoice(&mut self, invoice: SimInvoice) {
+        self.invoice_index.insert(invoice.id.clone(), self.invoices.len());
+        self.invoices.push(invoice);
+    }
+
+    pub(super) fn event(&self, id: &str) -> Option<&SimEvent> {
+        self.events.get(*self.event_index.get(id)?)
+    }
+
+    /// Where the event is in `event_order`.
+    pub(super) fn event_order_position(&self, id: &str) -> Option<usize> {
+        let position = *self.event_index.get(id)?;
+        let key = (self.event_created[position], position);
+        let at = self.event_order.partition_point(|&i| (self.event_created[i], i) < key);
+        (self.event_order.get(at) == Some(&position)).then_some(at)
+    }
+
+    /// Keeps an event created at `created` (simulated time).
+    pub(super) fn add_event(&mut self, event: SimEvent, created: i64) {
+        let position = self.events.len();
+        self.event_index.insert(event.id.clone(), position);
+        self.events.push(event);
+        self.event_created.push(created);
+        // Almost always at the end, so the insertion moves little.
+        let at = self.event_order.partition_point(|&i| (self.event_created[i], i) <= (created, position));
+        self.event_order.insert(at, position);
     }
 
     fn known_subscription_mut(&mut self, id: &str) -> Result<&mut SimSubscription, StripeSimError> {
@@ -83,16 +157,18 @@ impl Store {
     }
 
     fn invoice_mut(&mut self, id: &str) -> Option<&mut SimInvoice> {
-        self.invoices.iter_mut().find(|i| i.id == id)
+        let position = *self.invoice_index.get(id)?;
+        self.invoices.get_mut(position)
     }
 
     pub(super) fn customer(&self, id: &str) -> Option<&SimCustomer> {
-        self.customers.iter().find(|c| c.id == id)
+        self.customers.get(*self.customer_index.get(id)?)
     }
 
     /// A new customer (`cus_...`), stored.
     pub(super) fn new_customer(&mut self, email: String, name: Option<String>) -> SimCustomer {
         let customer = SimCustomer { id: new_id("cus"), email, name, created: self.now() };
+        self.customer_index.insert(customer.id.clone(), self.customers.len());
         self.customers.push(customer.clone());
         customer
     }
@@ -275,7 +351,7 @@ impl Shared {
             latest_invoice: String::new(),
         };
         let id = subscription.id.clone();
-        store.subscriptions.push(subscription);
+        store.add_subscription(subscription);
         // The first invoice is finalized at once, before anyone could write metadata, so its
         // snapshot holds only what the subscription was created with. A trial's is for $0
         // ("an immediate invoice is still created, but for $0"), which is paid without a charge.
@@ -349,7 +425,7 @@ impl Shared {
         let subscription = store.known_subscription_mut(id)?.clone();
         let invoice = self.new_invoice(store, &subscription, spec);
         let invoice_id = invoice.id.clone();
-        store.invoices.push(invoice);
+        store.add_invoice(invoice);
         store.known_subscription_mut(id)?.latest_invoice = invoice_id.clone();
         Ok(invoice_id)
     }
@@ -371,10 +447,10 @@ impl Shared {
     }
 
     fn render_invoice(&self, store: &Store, invoice_id: &str) -> Result<(SimInvoice, Value), StripeSimError> {
-        let invoice = store.invoices.iter().find(|i| i.id == invoice_id).cloned();
+        let invoice = store.invoice(invoice_id).cloned();
         let invoice =
             invoice.ok_or_else(|| StripeSimError::NotAllowed(format!("no invoice {invoice_id}")))?;
-        let subscription = store.subscriptions.iter().find(|s| s.id == invoice.subscription).cloned();
+        let subscription = store.subscription(&invoice.subscription).cloned();
         let subscription =
             subscription.ok_or_else(|| StripeSimError::UnknownSubscription(invoice.subscription.clone()))?;
         let object = self.invoice_json(&invoice, &subscription, self.config.generation);
@@ -539,7 +615,7 @@ impl Shared {
             )));
         }
         let invoice_id = subscription.latest_invoice.clone();
-        let invoice = store.invoices.iter().find(|i| i.id == invoice_id);
+        let invoice = store.invoice(&invoice_id);
         let Some(at) =
             invoice.filter(|i| i.status == InvoiceStatus::Open).and_then(|i| i.next_payment_attempt)
         else {

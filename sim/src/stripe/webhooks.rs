@@ -44,8 +44,18 @@ impl Shared {
             "type": event_type,
         });
         let event = SimEvent { id, event_type: event_type.to_owned(), subscription, body: pretty(&envelope) };
-        store.events.push(event.clone());
-        if self.config.webhook.is_some() {
+        // A lost event is kept and listed like any other but never delivered: no attempt is
+        // made or logged, and it never counts as pending (`resend_event` still delivers it).
+        let lost = if store.lose_next > 0 {
+            store.lose_next -= 1;
+            true
+        } else {
+            event.subscription.as_ref().is_some_and(|s| store.lose_of.contains(s))
+        };
+        store.add_event(event.clone(), created);
+        if lost {
+            store.lost.push(event.id.clone());
+        } else if self.config.webhook.is_some() {
             self.enqueue(event.clone());
         }
         event
@@ -137,7 +147,13 @@ async fn deliver(shared: Arc<Shared>, frontdoor: Arc<Frontdoor>, http: reqwest::
         let result = DeliveryAttempt { event_id: event.id.clone(), attempt, status, error };
         let succeeded = result.succeeded();
         tracing::debug!(event = %event.id, attempt, ?status, "stripe simulator: webhook delivery");
-        lock(&shared.store).deliveries.push(result);
+        {
+            let mut store = lock(&shared.store);
+            store.deliveries.push(result);
+            if succeeded {
+                store.delivered.insert(event.id.clone());
+            }
+        }
         if succeeded {
             break;
         }
