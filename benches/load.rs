@@ -131,6 +131,10 @@ struct Plan {
     /// Sent first, untimed: creates the subscriptions the timed phase renews, opens connections.
     warmup: Vec<SignedEvent>,
     timed: Vec<SignedEvent>,
+    /// `renewals`: the subscriptions to renew, `events` in all, rendered only once the warm-up
+    /// has created their licenses: the server brings a new license in step with Stripe's current
+    /// subscription, so a renewal rendered before would find its period already covered.
+    renew_after_warmup: Option<(Vec<String>, usize)>,
     /// `CACHE_CAPACITY`: at least `--cache-entries`, and enough that no subscription the timed
     /// phase renews is evicted. Filler entries make the cache this full before the timed phase.
     capacity: usize,
@@ -235,7 +239,15 @@ async fn run_once(binary: &Path, workload: Workload, options: &Options) -> (Meas
 
     let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("client");
     let url = server.url("/webhooks");
-    let (_, warmup_failures) = send_all(&client, &url, plan.warmup, options.concurrency).await;
+    let mut plan = plan;
+    let warmup = std::mem::take(&mut plan.warmup);
+    let (_, warmup_failures) = send_all(&client, &url, warmup, options.concurrency).await;
+    if let Some((subscriptions, n)) = plan.renew_after_warmup.take() {
+        let stripe = &upstreams.stripe;
+        let bodies =
+            subscriptions.iter().cycle().take(n).map(|sub| stripe.renew(sub).expect("renews").body).collect();
+        plan.timed = sign_all(bodies);
+    }
     assert_eq!(warmup_failures, 0, "the warm-up failed; server log:\n{}", server.log().join("\n"));
 
     let events = plan.timed.len();
@@ -287,9 +299,8 @@ fn plan(upstreams: &Simulators, workload: Workload, options: &Options) -> Plan {
     let (warmup_subs, timed, capacity) = match workload {
         Workload::Renewals => {
             let subs = subscribe((2 * c).max(100));
-            let timed: Vec<Vec<u8>> = subs.iter().cycle().take(n).map(renew).collect();
             let capacity = subs.len();
-            (subs, Timed::Bodies(timed), capacity)
+            (subs.clone(), Timed::RenewLater(subs), capacity)
         }
         Workload::New => (subscribe(2 * c), Timed::FirstInvoices(subscribe(n)), 0),
         Workload::Mixed => {
@@ -321,8 +332,12 @@ fn plan(upstreams: &Simulators, workload: Workload, options: &Options) -> Plan {
     }
     let mut first_invoice = |sub: &String| first_invoices.remove(sub).expect("a first invoice");
     let warmup: Vec<Vec<u8>> = warmup_subs.iter().map(&mut first_invoice).collect();
+    let renew_later = match &timed {
+        Timed::RenewLater(subs) => Some((subs.clone(), n)),
+        _ => None,
+    };
     let timed: Vec<Vec<u8>> = match timed {
-        Timed::Bodies(bodies) => bodies,
+        Timed::RenewLater(_) => Vec::new(),
         Timed::FirstInvoices(subs) => subs.iter().map(&mut first_invoice).collect(),
         Timed::Mixed(order) => with_duplicates(
             order
@@ -336,17 +351,24 @@ fn plan(upstreams: &Simulators, workload: Workload, options: &Options) -> Plan {
             n,
         ),
     };
+    Plan {
+        warmup: sign_all(warmup),
+        timed: sign_all(timed),
+        renew_after_warmup: renew_later,
+        capacity: capacity.max(options.cache_entries),
+    }
+}
+
+/// Signs every body now, as Stripe would deliver it.
+fn sign_all(bodies: Vec<Vec<u8>>) -> Vec<SignedEvent> {
     let now = chrono::Utc::now().timestamp();
-    let sign = |bodies: Vec<Vec<u8>>| -> Vec<SignedEvent> {
-        bodies
-            .into_iter()
-            .map(|body| SignedEvent {
-                signature: sim::sign_stripe_payload(&body, WEBHOOK_SECRET, now),
-                body: Bytes::from(body),
-            })
-            .collect()
-    };
-    Plan { warmup: sign(warmup), timed: sign(timed), capacity: capacity.max(options.cache_entries) }
+    bodies
+        .into_iter()
+        .map(|body| SignedEvent {
+            signature: sim::sign_stripe_payload(&body, WEBHOOK_SECRET, now),
+            body: Bytes::from(body),
+        })
+        .collect()
 }
 
 /// One event in this many of the `mixed` workload is a repeated delivery.
@@ -367,7 +389,7 @@ fn with_duplicates(originals: Vec<Vec<u8>>, distance: usize, total: usize) -> Ve
 }
 
 enum Timed {
-    Bodies(Vec<Vec<u8>>),
+    RenewLater(Vec<String>),
     FirstInvoices(Vec<String>),
     Mixed(Vec<Step>),
 }

@@ -232,6 +232,52 @@ impl SubscriptionStore for SubscriptionCache {
     }
 }
 
+/// The cache file as it was read, for the commands (`reconcile`, `replay`) that run beside a server
+/// owning the file: lookups read it, changes are kept in memory only and never written, so the
+/// server's writes are never overwritten. A subscription whose entry a command would have written
+/// is found by the server through its license key, and recorded at its next webhook.
+pub struct CacheSnapshot {
+    entries: RwLock<HashMap<SubscriptionId, CacheEntry>>,
+}
+
+impl CacheSnapshot {
+    /// Reads `path` (a missing file is an empty cache); a corrupt one is refused, as at start.
+    pub fn read(path: &Path) -> Result<CacheSnapshot, CacheError> {
+        let entries = match fs::read(path) {
+            Ok(bytes) => Entries::parse(&bytes, usize::MAX)
+                .map_err(|fault| CacheError::Corrupt { path: path.to_owned(), fault })?
+                .by_sub
+                .into_iter()
+                .map(|(sub, (_, entry))| (sub, entry))
+                .collect(),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => HashMap::new(),
+            Err(error) => return Err(io_error(path, "read", error)),
+        };
+        Ok(CacheSnapshot { entries: RwLock::new(entries) })
+    }
+}
+
+impl SubscriptionStore for CacheSnapshot {
+    type Error = CacheError;
+
+    async fn get(&self, sub_id: &SubscriptionId) -> Result<Option<CacheEntry>, CacheError> {
+        Ok(self.entries.read().expect("snapshot poisoned").get(sub_id).cloned())
+    }
+
+    async fn insert(&self, entry: CacheEntry) -> Result<(), CacheError> {
+        self.entries.write().expect("snapshot poisoned").insert(entry.sub_id.clone(), entry);
+        Ok(())
+    }
+
+    async fn remove(&self, sub_id: &SubscriptionId) -> Result<Option<CacheEntry>, CacheError> {
+        Ok(self.entries.write().expect("snapshot poisoned").remove(sub_id))
+    }
+
+    async fn list(&self) -> Result<Vec<CacheEntry>, CacheError> {
+        Ok(self.entries.read().expect("snapshot poisoned").values().cloned().collect())
+    }
+}
+
 enum Change {
     Insert(CacheEntry),
     Remove(SubscriptionId),

@@ -5,6 +5,7 @@
 //! everything else is built here from one [`settings::Settings`]. Modules, one concern each, each
 //! depending only on those listed after it:
 //! - [`demo`] (feature `demo`): the sandbox, the app against the `sim` crate's simulators;
+//! - [`commands`]: `reconcile`, `replay` and `check`, over the same billing code;
 //! - [`web`]: routes, pages and the error-to-status mapping;
 //! - [`server`]: HTTP/1.1 serving, slow-client limits, graceful shutdown;
 //! - [`billing`]: the one entry point for an event, and the flows that keep licenses in step;
@@ -16,6 +17,7 @@
 
 pub mod billing;
 pub mod cache;
+pub mod commands;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod licensespring;

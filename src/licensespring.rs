@@ -240,6 +240,17 @@ struct LicenseList {
     results: Vec<License>,
 }
 
+/// One page of licenses, and how many there are in all.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LicensePage {
+    #[serde(default)]
+    pub count: usize,
+    pub results: Vec<License>,
+}
+
+/// LicenseSpring's largest page.
+pub const LICENSE_PAGE: usize = 100;
+
 /// One LicenseSpring company's Management API, reached through one pooled HTTP client.
 #[derive(Clone)]
 pub struct LicenseSpringClient {
@@ -334,6 +345,25 @@ impl LicenseSpringClient {
         let request = self.request(call, Method::GET, "/api/v1/licenses/")?.query(&[(filter, value)]);
         let list: LicenseList = self.parse(call, &self.send(call, request).await?)?;
         Ok(list.results)
+    }
+
+    /// One page (100, oldest first) of `GET /api/v1/licenses/?order__store_id__startswith=..`:
+    /// the licenses of the orders whose id starts with `order_prefix`, from `offset` on.
+    pub async fn list_licenses_of_orders(
+        &self,
+        order_prefix: &str,
+        offset: usize,
+    ) -> Result<LicensePage, LicenseSpringError> {
+        let call = LicenseSpringCall::FindLicense;
+        let (offset, limit) = (offset.to_string(), LICENSE_PAGE.to_string());
+        let query = [
+            ("order__store_id__startswith", order_prefix),
+            ("order_by", "created_at"),
+            ("limit", limit.as_str()),
+            ("offset", offset.as_str()),
+        ];
+        let request = self.request(call, Method::GET, "/api/v1/licenses/")?.query(&query);
+        self.parse(call, &self.send(call, request).await?)
     }
 
     /// `GET /api/v1/licenses/{id}/`.

@@ -1,12 +1,46 @@
-//! Reads the command line and the settings, and runs the server (or, with `--demo`, the sandbox).
+//! Reads the command line and the settings, and runs the server (the default), the sandbox
+//! (`--demo`), or one of the commands.
 
 use std::process::ExitCode;
 
+use clap::{Parser, Subcommand};
 use stripe_licensespring::App;
-use stripe_licensespring::settings::Settings;
+use stripe_licensespring::commands::{self, exit};
+use stripe_licensespring::settings::{Settings, SettingsError};
 
-const USAGE: &str = "usage: stripe-licensespring [--demo]\n  \
-                     --demo  run against built-in Stripe and LicenseSpring simulators (no account, no network)";
+/// Sells a software subscription through Stripe and keeps a LicenseSpring license in step with it.
+///
+/// With no command, serves the store, the thank-you page and Stripe's webhooks, with the settings
+/// from the environment and `.env`.
+#[derive(Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    /// Run against built-in Stripe and LicenseSpring simulators (no account, no network).
+    #[arg(long)]
+    demo: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Compare every license with its Stripe subscription and print each difference (exit 1 when
+    /// there are some); with --apply, repair them through the webhooks' own code.
+    Reconcile {
+        /// Repair each difference, then report what changed.
+        #[arg(long)]
+        apply: bool,
+    },
+    /// Handle again the events Stripe sent since a date (Stripe keeps 30 days), oldest first, as
+    /// if they were delivered now.
+    Replay {
+        /// A date (2026-11-24) or an RFC 3339 time (2026-11-24T08:00:00Z).
+        #[arg(long, value_name = "DATE OR TIME")]
+        since: String,
+    },
+    /// Validate the settings and ask Stripe and LicenseSpring one harmless question each.
+    Check,
+}
 
 // One thread serves every request: the work per request is a few HTTP exchanges and tens of
 // microseconds of CPU, and the cache's fsyncs run on their own thread. A multi-threaded scheduler
@@ -14,56 +48,91 @@ const USAGE: &str = "usage: stripe-licensespring [--demo]\n  \
 // `benches/load.rs`).
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let args: Vec<_> = std::env::args_os().skip(1).collect();
-    match args.as_slice() {
-        [] => serve().await,
-        [flag] if flag == "--demo" => demo().await,
-        _ => {
-            eprintln!("{USAGE}");
-            ExitCode::from(2)
+    let cli = Cli::parse();
+    let status = match (cli.demo, cli.command) {
+        (true, None) => demo().await,
+        (true, Some(_)) => {
+            eprintln!("error: --demo runs the sandbox server; it takes no command");
+            exit::STOPPED
         }
-    }
+        (false, None) => serve().await,
+        (false, Some(command)) => run_command(command).await,
+    };
+    ExitCode::from(status)
 }
 
-async fn serve() -> ExitCode {
+async fn serve() -> u8 {
     let settings = match Settings::from_env() {
         Ok(settings) => settings,
-        Err(error) => return exit_with(error, 2),
+        Err(error) => return settings_refused(&error),
     };
     stripe_licensespring::init_tracing(&settings.log_filter);
     let app = match App::build(&settings).await {
         Ok(app) => app,
-        Err(error) => return exit_with(error, 1),
+        Err(error) => return fail(error, 1),
     };
     match app.run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => exit_with(error, 1),
+        Ok(()) => exit::OK,
+        Err(error) => fail(error, 1),
+    }
+}
+
+async fn run_command(command: Command) -> u8 {
+    let settings = match Settings::from_env_for_commands() {
+        Ok(settings) => settings,
+        Err(error) => return settings_refused(&error),
+    };
+    // Only warnings and errors: the commands print their own results.
+    stripe_licensespring::init_tracing("warn");
+    if let Command::Check = command {
+        return commands::check::run(&settings).await;
+    }
+    let billing = match commands::billing(&settings) {
+        Ok(billing) => billing,
+        Err(error) => return fail(error, exit::STOPPED),
+    };
+    match command {
+        Command::Reconcile { apply } => commands::reconcile::run(&billing, apply).await,
+        Command::Replay { since } => match commands::replay::parse_since(&since, chrono::Utc::now()) {
+            Ok(since) => commands::replay::run(&billing, since).await,
+            Err(error) => fail(error, exit::STOPPED),
+        },
+        Command::Check => unreachable!("handled above"),
     }
 }
 
 #[cfg(feature = "demo")]
-async fn demo() -> ExitCode {
+async fn demo() -> u8 {
     use stripe_licensespring::demo::{self, DemoOptions};
 
     // The sandbox generates its own keys: no .env is read, so a real one is never touched.
     let options = match DemoOptions::from_env() {
         Ok(options) => options,
-        Err(error) => return exit_with(error, 2),
+        Err(error) => return fail(error, exit::STOPPED),
     };
     stripe_licensespring::init_tracing(&options.log_filter);
     match demo::run_demo(options).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => exit_with(error, 1),
+        Ok(()) => exit::OK,
+        Err(error) => fail(error, 1),
     }
 }
 
 #[cfg(not(feature = "demo"))]
-async fn demo() -> ExitCode {
-    exit_with("this build has no sandbox: build with the `demo` feature (on by default) for --demo", 2)
+async fn demo() -> u8 {
+    fail("this build has no sandbox: build with the `demo` feature (on by default) for --demo", exit::STOPPED)
 }
 
-/// Settings problems exit 2 before anything listens; a failure while starting or running exits 1.
-fn exit_with(error: impl std::fmt::Display, code: u8) -> ExitCode {
+/// Settings problems stop everything before it starts (exit 2); with no settings at all, the
+/// sandbox is suggested.
+fn settings_refused(error: &SettingsError) -> u8 {
     eprintln!("error: {error}");
-    ExitCode::from(code)
+    if error.nothing_set() {
+        eprintln!("No settings found. To try it without any account: stripe-licensespring --demo");
+    }
+    exit::STOPPED
+}
+
+fn fail(error: impl std::fmt::Display, status: u8) -> u8 {
+    eprintln!("error: {error}");
+    status
 }

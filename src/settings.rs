@@ -109,6 +109,20 @@ impl fmt::Display for SettingsError {
 
 impl std::error::Error for SettingsError {}
 
+impl SettingsError {
+    /// Whether none of the required settings was given (a first start with no `.env`).
+    pub fn nothing_set(&self) -> bool {
+        let required = [
+            "API_MANAGAMENT_KEY",
+            "PRODUCT_SHORT_CODE",
+            "ORDER_BASE_STRING",
+            "STRIPE_PRIVATE_KEY",
+            "STRIPE_PRODUCT",
+        ];
+        required.iter().all(|name| self.problems.iter().any(|p| p.starts_with(name) && p.contains("missing")))
+    }
+}
+
 pub const DEFAULT_LICENSESPRING_BASE_URL: &str = "https://saas.licensespring.com";
 pub const DEFAULT_STRIPE_API_BASE: &str = "https://api.stripe.com";
 pub const DEFAULT_HOST: &str = "127.0.0.1";
@@ -125,6 +139,14 @@ impl Settings {
         Settings::from_env_and_file(Path::new(".env"), |name| std::env::var(name).ok())
     }
 
+    /// As [`Settings::from_env`], for the commands that do not receive webhooks (`reconcile`,
+    /// `replay`, `check`): `STRIPE_SECRET` may be missing.
+    pub fn from_env_for_commands() -> Result<Settings, SettingsError> {
+        let dotenv = read_dotenv(Path::new(".env"))?;
+        let lookup = |name: &str| std::env::var(name).ok().or_else(|| dotenv.get(name).cloned());
+        Settings::read(&lookup, Needs::NoWebhookSecret)
+    }
+
     /// Reads `env` first, then the dotenv file at `path` (which may be missing).
     pub fn from_env_and_file(
         path: &Path,
@@ -136,7 +158,12 @@ impl Settings {
 
     /// Builds settings from any source of named values; all validation lives here.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Settings, SettingsError> {
-        let mut reader = Reader { lookup: &lookup, problems: Vec::new() };
+        Settings::read(&lookup, Needs::WebhookSecret)
+    }
+
+    fn read(lookup: &dyn Fn(&str) -> Option<String>, needs: Needs) -> Result<Settings, SettingsError> {
+        let mut reader = Reader { lookup, problems: Vec::new() };
+        reader.refuse_placeholders();
 
         let licensespring_api_key = reader
             .required_any(
@@ -190,27 +217,30 @@ impl Settings {
                 }
                 Some(prices)
             });
-        let webhook_secrets = reader
-            .required(
+        let webhook_secret = match needs {
+            Needs::WebhookSecret => reader.required(
                 "STRIPE_SECRET",
                 "the webhook signing secret (whsec_...; several comma-separated during a roll)",
-            )
-            .and_then(|text| {
-                let secrets: Vec<Secret> = text
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(|s| Secret(s.to_owned()))
-                    .collect();
-                if secrets.is_empty() || secrets.iter().any(|s| !s.0.starts_with("whsec_")) {
-                    reader.problem(
-                        "STRIPE_SECRET: expected webhook signing secrets starting with whsec_, comma-separated",
-                    );
-                    None
-                } else {
-                    Some(secrets)
-                }
-            });
+            ),
+            Needs::NoWebhookSecret => Some(reader.optional("STRIPE_SECRET").unwrap_or_default()),
+        };
+        let webhook_secrets = webhook_secret.and_then(|text| {
+            let secrets: Vec<Secret> = text
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| Secret(s.to_owned()))
+                .collect();
+            let required = needs == Needs::WebhookSecret;
+            if (required && secrets.is_empty()) || secrets.iter().any(|s| !s.0.starts_with("whsec_")) {
+                reader.problem(
+                    "STRIPE_SECRET: expected webhook signing secrets starting with whsec_, comma-separated",
+                );
+                None
+            } else {
+                Some(secrets)
+            }
+        });
         let stripe_api_base = reader.url("STRIPE_API_BASE", Some(DEFAULT_STRIPE_API_BASE));
 
         let host = reader.optional("HOST").unwrap_or_else(|| DEFAULT_HOST.to_owned());
@@ -329,6 +359,23 @@ fn read_dotenv(path: &Path) -> Result<HashMap<String, String>, SettingsError> {
     Ok(values)
 }
 
+/// Whether the settings are for the server (which verifies webhooks) or for a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Needs {
+    WebhookSecret,
+    NoWebhookSecret,
+}
+
+/// `.env.example`'s placeholders: a setting still holding one was copied but not filled in.
+const PLACEHOLDERS: [(&str, &str); 6] = [
+    ("API_MANAGAMENT_KEY", "your_management_api_key"),
+    ("API_MANAGEMENT_KEY", "your_management_api_key"),
+    ("PRODUCT_SHORT_CODE", "your_product_short_code"),
+    ("STRIPE_PRIVATE_KEY", "sk_test_..."),
+    ("STRIPE_PRODUCT", "price_..."),
+    ("STRIPE_SECRET", "whsec_..."),
+];
+
 struct Reader<'a> {
     lookup: &'a dyn Fn(&str) -> Option<String>,
     problems: Vec<String>,
@@ -337,6 +384,17 @@ struct Reader<'a> {
 impl Reader<'_> {
     fn problem(&mut self, text: &str) {
         self.problems.push(text.to_owned());
+    }
+
+    /// Names every setting still holding `.env.example`'s placeholder (without quoting it: the
+    /// value is no secret, but the rule is simpler without exceptions).
+    fn refuse_placeholders(&mut self) {
+        for (name, placeholder) in PLACEHOLDERS {
+            let value = (self.lookup)(name).unwrap_or_default();
+            if value.split(',').any(|item| item.trim() == placeholder) {
+                self.problems.push(format!("{name}: still the placeholder from .env.example: fill in .env"));
+            }
+        }
     }
 
     /// A set, non-blank value, trimmed.
@@ -534,6 +592,46 @@ mod tests {
             assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
         }
         assert_eq!(problems.len(), 13, "{text}");
+    }
+
+    #[test]
+    fn env_example_placeholders_are_refused_with_fill_in_env() {
+        let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example")).unwrap();
+        let (_dir, path) = write_env(&example);
+        let error = Settings::from_env_and_file(&path, |_| None).expect_err("placeholders refused");
+        for name in [
+            "API_MANAGEMENT_KEY",
+            "PRODUCT_SHORT_CODE",
+            "STRIPE_PRIVATE_KEY",
+            "STRIPE_PRODUCT",
+            "STRIPE_SECRET",
+        ] {
+            let expected = format!("{name}: still the placeholder from .env.example: fill in .env");
+            assert!(error.problems.contains(&expected), "{expected:?} in {:?}", error.problems);
+        }
+    }
+
+    #[test]
+    fn the_commands_need_no_webhook_secret_but_refuse_a_bad_one() {
+        fn values(secret: Option<&'static str>) -> Vec<(&'static str, &'static str)> {
+            let mut values = vec![
+                ("API_MANAGAMENT_KEY", LS_KEY),
+                ("PRODUCT_SHORT_CODE", "acme"),
+                ("ORDER_BASE_STRING", "stripe-license"),
+                ("STRIPE_PRIVATE_KEY", STRIPE_KEY),
+                ("STRIPE_PRODUCT", "price_monthly"),
+            ];
+            values.extend(secret.map(|s| ("STRIPE_SECRET", s)));
+            values
+        }
+        let read = |values: Vec<(&str, &str)>| {
+            let lookup = |name: &str| values.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string());
+            Settings::read(&lookup, Needs::NoWebhookSecret)
+        };
+        assert!(read(values(None)).expect("no secret needed").webhook_secrets.is_empty());
+        assert!(read(values(Some("nope"))).is_err(), "a malformed one is still refused");
+        let lookup = |name: &str| values(None).iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string());
+        assert!(Settings::from_lookup(lookup).is_err(), "the server needs it");
     }
 
     #[test]

@@ -400,6 +400,36 @@ impl<'de> Deserialize<'de> for ExpandableId {
     }
 }
 
+/// One page of a Stripe list (`{"object": "list", "has_more": ..., "data": [...]}`), newest first.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ListPage<T> {
+    pub data: Vec<T>,
+    #[serde(default)]
+    pub has_more: bool,
+}
+
+/// An event from `GET /v1/events`: its JSON as it would have been delivered.
+#[derive(Debug, Clone)]
+pub struct ListedEvent {
+    pub id: String,
+    pub created: i64,
+    /// The event's JSON, for the same parser a delivery goes through.
+    pub body: Vec<u8>,
+}
+
+impl<'de> Deserialize<'de> for ListedEvent {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        let id = value.get("id").and_then(serde_json::Value::as_str).unwrap_or_default().to_owned();
+        let created = value.get("created").and_then(serde_json::Value::as_i64).unwrap_or_default();
+        let body = serde_json::to_vec(&value).map_err(serde::de::Error::custom)?;
+        Ok(ListedEvent { id, created, body })
+    }
+}
+
+/// Stripe's largest page.
+pub const PAGE_LIMIT: &str = "100";
+
 /// A customer portal session: where to send the customer.
 #[derive(Debug, Clone, Deserialize)]
 pub struct PortalSession {
@@ -482,6 +512,39 @@ impl StripeClient {
     pub async fn retrieve_subscription(&self, id: &SubscriptionId) -> Result<Subscription, StripeError> {
         let path = format!("/v1/subscriptions/{}", path_segment(id.as_str())?);
         with_retries(|| self.get(&path, &[("expand[]", "latest_invoice")])).await
+    }
+
+    /// One page of `GET /v1/subscriptions?status=all&price=..&limit=100&expand[]=data.latest_invoice`
+    /// (every status, canceled too), after the subscription `starting_after`.
+    pub async fn list_subscriptions(
+        &self,
+        price_id: &str,
+        starting_after: Option<&str>,
+    ) -> Result<ListPage<Subscription>, StripeError> {
+        let mut query = vec![
+            ("status", "all"),
+            ("price", price_id),
+            ("limit", PAGE_LIMIT),
+            ("expand[]", "data.latest_invoice"),
+        ];
+        query.extend(starting_after.map(|id| ("starting_after", id)));
+        with_retries(|| self.get("/v1/subscriptions", &query)).await
+    }
+
+    /// One page of `GET /v1/events` of these types created at `created_gte` or later, after the
+    /// event `starting_after` (newest first; Stripe keeps 30 days).
+    pub async fn list_events(
+        &self,
+        types: &[&str],
+        created_gte: i64,
+        starting_after: Option<&str>,
+    ) -> Result<ListPage<ListedEvent>, StripeError> {
+        let created = created_gte.to_string();
+        let mut query: Vec<(&str, &str)> = types.iter().map(|kind| ("types[]", *kind)).collect();
+        query.push(("created[gte]", &created));
+        query.push(("limit", PAGE_LIMIT));
+        query.extend(starting_after.map(|id| ("starting_after", id)));
+        with_retries(|| self.get("/v1/events", &query)).await
     }
 
     /// `GET /v1/prices/{id}`: what the store shows on a subscribe button, and whether the price is

@@ -32,6 +32,7 @@ use crate::licensespring::{
     Buyer, License, LicenseChange, LicenseSpringClient, LicenseSpringError, LicenseValidity, NewLicenseTerms,
 };
 use crate::model::{LicenseId, LicenseKey, SubscriptionId};
+use crate::settings::Settings;
 use crate::stripe::{StripeClient, StripeError, Subscription};
 use crate::webhook::{
     BillingReason, Event, EventKind, InvoicePaid, InvoicePaymentFailed, SubscriptionChanged,
@@ -180,7 +181,43 @@ pub struct BillingConfig {
     pub policy: LicensePolicy,
 }
 
+/// The two upstream clients, as the settings say.
+pub fn upstream_clients(settings: &Settings) -> (StripeClient, LicenseSpringClient) {
+    let stripe = StripeClient::new(
+        settings.stripe_api_base.clone(),
+        settings.stripe_secret_key.clone(),
+        settings.upstream_timeout,
+    );
+    let licensespring = LicenseSpringClient::new(
+        settings.licensespring_base_url.clone(),
+        settings.licensespring_api_key.clone(),
+        settings.upstream_timeout,
+    );
+    (stripe, licensespring)
+}
+
+impl BillingConfig {
+    /// What the flows take from the settings.
+    pub fn from_settings(settings: &Settings) -> BillingConfig {
+        BillingConfig {
+            product_short_code: settings.product_short_code.clone(),
+            order_base_string: settings.order_base_string.clone(),
+            policy: LicensePolicy {
+                prices: settings.stripe_price_ids.clone(),
+                grace_days: settings.grace_days,
+                activations_per_seat: settings.activations_per_seat,
+            },
+        }
+    }
+}
+
 impl<S: SubscriptionStore> Billing<S> {
+    /// The flows as the settings configure them, over `store`.
+    pub fn from_settings(settings: &Settings, store: S) -> Billing<S> {
+        let (stripe, licensespring) = upstream_clients(settings);
+        Billing::new(stripe, licensespring, store, BillingConfig::from_settings(settings))
+    }
+
     pub fn new(
         stripe: StripeClient,
         licensespring: LicenseSpringClient,
@@ -398,54 +435,36 @@ impl<S: SubscriptionStore> Billing<S> {
         })
     }
 
-    /// Makes the changes that bring `license` to `desired`, in one update where it can; what it
-    /// changed.
+    /// Makes the changes that bring `license` to `desired` ([`plan_changes`]); what it changed.
     async fn apply(&self, license: &License, desired: &DesiredLicense) -> Result<Vec<Change>, BillingError> {
-        let mut changes = Vec::new();
-        let mut update = LicenseChange::default();
-        match &desired.validity {
-            DesiredValidity::AtLeast(until)
-                if license.validity_period.is_none_or(|current| current < *until) =>
-            {
-                update.validity = Some(LicenseValidity::Until(*until));
-                changes.push(Change::ValidUntil(*until));
-            }
-            DesiredValidity::OneCycle(duration)
-                if license.valid_duration.as_deref() != Some(duration.as_str()) =>
-            {
-                update.validity = Some(LicenseValidity::Duration(duration.clone()));
-                changes.push(Change::ValidFor(duration.clone()));
-            }
-            _ => {}
-        }
-        let is_trial = desired.is_trial.unwrap_or(license.is_trial);
-        if is_trial != license.is_trial {
-            changes.push(Change::Trial(is_trial));
-        }
-        if update.validity.is_some() || is_trial != license.is_trial {
-            // LicenseSpring's rule: `is_trial` goes with every validity change.
-            update.is_trial = Some(is_trial);
-        }
-        if let Some(max) = desired.max_activations
-            && license.max_activations != Some(max)
-        {
-            update.max_activations = Some(max);
-            changes.push(Change::MaxActivations(max));
-        }
-        // Disabling last and enabling first keeps a license that is being ended from being usable
-        // with new terms, and one that is coming back from being unusable with old ones.
-        if desired.enabled && !license.enabled {
+        let plan = plan_changes(license, desired);
+        // Enabling first and disabling last keeps a license that is coming back from being
+        // unusable with old terms, and one that is being ended from being usable with new ones.
+        if plan.enable {
             self.licensespring.enable_license(license.id).await?;
-            changes.push(Change::Enabled);
         }
-        if !update.is_empty() {
-            self.licensespring.update_license(license.id, &update).await?;
+        if !plan.update.is_empty() {
+            self.licensespring.update_license(license.id, &plan.update).await?;
         }
-        if !desired.enabled && license.enabled {
+        if plan.disable {
             self.licensespring.disable_license(license.id).await?;
-            changes.push(Change::Disabled);
         }
-        Ok(changes)
+        Ok(plan.changes)
+    }
+
+    /// What the flows are configured with: the prices sold, grace days and seats.
+    pub fn policy(&self) -> &LicensePolicy {
+        &self.policy
+    }
+
+    /// The LicenseSpring client the flows use, for the commands that read licenses themselves.
+    pub fn licensespring(&self) -> &LicenseSpringClient {
+        &self.licensespring
+    }
+
+    /// The prefix of every order id this server creates (`{ORDER_BASE_STRING}_`).
+    pub fn order_prefix(&self) -> String {
+        format!("{}_", self.order_base_string)
     }
 
     /// The cache's `interval` follows a switch to another configured price.
@@ -616,6 +635,59 @@ impl<S: SubscriptionStore> Billing<S> {
         self.licensespring.disable_license(license.id).await?;
         Ok(())
     }
+}
+
+/// What bringing a license to its desired state takes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChangePlan {
+    /// One `PATCH` (empty: none).
+    pub update: LicenseChange,
+    pub enable: bool,
+    pub disable: bool,
+    /// The same, as a person reads it.
+    pub changes: Vec<Change>,
+}
+
+/// The changes that bring `license` to `desired`: none when it is in step. Pure, so `reconcile`
+/// reports exactly what a sync would do.
+pub fn plan_changes(license: &License, desired: &DesiredLicense) -> ChangePlan {
+    let mut plan = ChangePlan::default();
+    match &desired.validity {
+        DesiredValidity::AtLeast(until) if license.validity_period.is_none_or(|current| current < *until) => {
+            plan.update.validity = Some(LicenseValidity::Until(*until));
+            plan.changes.push(Change::ValidUntil(*until));
+        }
+        DesiredValidity::OneCycle(duration)
+            if license.valid_duration.as_deref() != Some(duration.as_str()) =>
+        {
+            plan.update.validity = Some(LicenseValidity::Duration(duration.clone()));
+            plan.changes.push(Change::ValidFor(duration.clone()));
+        }
+        _ => {}
+    }
+    let is_trial = desired.is_trial.unwrap_or(license.is_trial);
+    if is_trial != license.is_trial {
+        plan.changes.push(Change::Trial(is_trial));
+    }
+    if plan.update.validity.is_some() || is_trial != license.is_trial {
+        // LicenseSpring's rule: `is_trial` goes with every validity change.
+        plan.update.is_trial = Some(is_trial);
+    }
+    if let Some(max) = desired.max_activations
+        && license.max_activations != Some(max)
+    {
+        plan.update.max_activations = Some(max);
+        plan.changes.push(Change::MaxActivations(max));
+    }
+    plan.enable = desired.enabled && !license.enabled;
+    plan.disable = !desired.enabled && license.enabled;
+    if plan.enable {
+        plan.changes.push(Change::Enabled);
+    }
+    if plan.disable {
+        plan.changes.push(Change::Disabled);
+    }
+    plan
 }
 
 /// `invoice.payment_failed`: logged. The license follows the status change (`past_due`, then

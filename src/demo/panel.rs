@@ -16,6 +16,9 @@ use sim::licensespring::LicenseSpringSim;
 use sim::stripe::{StripeSim, StripeSimError, SubscribeOptions};
 
 use super::simulators::Simulators;
+use crate::billing::{Billing, BillingError};
+use crate::cache::CacheSnapshot;
+use crate::commands::{Progress, reconcile};
 use crate::web::{ErrorPage, PanelHtml, StorePanel};
 
 /// How long a renew or cancel button waits for the app to have handled the simulator's webhook,
@@ -31,6 +34,10 @@ const NOTICE: &str = "<p class=\"banner\"><strong>Sandbox.</strong> Stripe and L
 /// The simulators behind the sandbox's table and buttons.
 pub struct DemoPanel {
     simulators: Simulators,
+    /// What the Reconcile button repairs with: the billing code over a snapshot of the app's cache.
+    billing: Billing<CacheSnapshot>,
+    /// The webhooks of the next action are to be lost.
+    lose_next: std::sync::atomic::AtomicBool,
     /// What the last button did, shown on the page it lands on (until the next one).
     happened: std::sync::Mutex<Option<String>>,
 }
@@ -79,8 +86,8 @@ pub struct SandboxPrice {
 }
 
 impl DemoPanel {
-    pub(super) fn new(simulators: Simulators) -> DemoPanel {
-        DemoPanel { simulators, happened: std::sync::Mutex::new(None) }
+    pub(super) fn new(simulators: Simulators, billing: Billing<CacheSnapshot>) -> DemoPanel {
+        DemoPanel { simulators, billing, lose_next: false.into(), happened: std::sync::Mutex::new(None) }
     }
 
     pub fn stripe(&self) -> &StripeSim {
@@ -139,18 +146,34 @@ impl DemoPanel {
     /// [`DELIVERY_WAIT`], for the app to have handled the webhooks it sent.
     pub async fn act(&self, subscription: &str, action: Action) -> Result<(), StripeSimError> {
         let stripe = self.stripe();
+        let lose = self.lose_next.swap(false, std::sync::atomic::Ordering::SeqCst);
+        if lose {
+            stripe.lose_deliveries_of(subscription);
+        }
+        let done = self.act_in_stripe(subscription, &action);
+        if lose {
+            stripe.stop_losing_deliveries();
+        }
+        done?;
+        stripe.wait_for_deliveries_idle(DELIVERY_WAIT).await;
+        let lost =
+            if lose { " Its webhooks were lost: the license is out of step until Reconcile." } else { "" };
+        self.tell(format!("{subscription}: {}{lost}", action.what_happened()));
+        Ok(())
+    }
+
+    fn act_in_stripe(&self, subscription: &str, action: &Action) -> Result<(), StripeSimError> {
+        let stripe = self.stripe();
         match action {
             Action::Renew => stripe.renew(subscription).map(drop)?,
             Action::DeclineRenewal => stripe.renew_declined(subscription).map(drop)?,
-            Action::RetryPayment { succeeds } => stripe.retry_payment(subscription, succeeds).map(drop)?,
+            Action::RetryPayment { succeeds } => stripe.retry_payment(subscription, *succeeds).map(drop)?,
             Action::Pause => stripe.pause(subscription).map(drop)?,
             Action::Resume => stripe.resume(subscription).map(drop)?,
-            Action::SetSeats(quantity) => stripe.set_quantity(subscription, quantity).map(drop)?,
-            Action::SwitchPrice(ref price) => stripe.switch_price(subscription, price).map(drop)?,
+            Action::SetSeats(quantity) => stripe.set_quantity(subscription, *quantity).map(drop)?,
+            Action::SwitchPrice(price) => stripe.switch_price(subscription, price).map(drop)?,
             Action::Cancel => stripe.cancel(subscription).map(drop)?,
         }
-        stripe.wait_for_deliveries_idle(DELIVERY_WAIT).await;
-        self.tell(format!("{subscription}: {}", action.what_happened()));
         Ok(())
     }
 
@@ -168,6 +191,34 @@ impl DemoPanel {
     /// at most [`DELIVERY_WAIT`], for the app to have handled it.
     pub async fn cancel(&self, subscription: &str) -> Result<(), StripeSimError> {
         self.act(subscription, Action::Cancel).await
+    }
+
+    /// Makes the webhooks of the next button's action get lost (as when an endpoint is down for
+    /// longer than Stripe retries), so the drift shows in the table.
+    pub fn lose_next_webhooks(&self) {
+        self.lose_next.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.tell(
+            "The webhooks of the next action will be lost. Press a button, see the license fall out of \
+                   step, then press Reconcile."
+                .to_owned(),
+        );
+    }
+
+    /// `reconcile --apply`, as the command does it; says what it found and repaired.
+    pub async fn reconcile(&self) -> Result<(), BillingError> {
+        let progress = Progress::silent();
+        let findings = reconcile::find_drift(&self.billing, &progress).await?;
+        let found = findings.drift.len();
+        let failed = reconcile::repair(&self.billing, &findings, &progress).await;
+        self.tell(match found {
+            0 => format!("Reconcile: {} subscription(s), all in step.", findings.subscriptions),
+            _ => format!(
+                "Reconcile found {found} difference(s) and repaired {} ({failed} failed): {}",
+                found - failed,
+                findings.drift.iter().map(|d| d.what.clone()).collect::<Vec<_>>().join("; ")
+            ),
+        });
+        Ok(())
     }
 
     /// A new subscription of the first price with a 14-day trial, as if bought through a payment
@@ -256,12 +307,26 @@ fn escape(text: &str) -> String {
 pub fn routes(panel: Arc<DemoPanel>) -> Router {
     Router::new()
         .route("/sandbox/trial", post(trial))
+        .route("/sandbox/lose-next-webhooks", post(lose_next_webhook))
+        .route("/sandbox/reconcile", post(reconcile_now))
         .route("/sandbox/subscriptions/{id}/{action}", post(act))
         .with_state(panel)
 }
 
 async fn trial(State(panel): State<Arc<DemoPanel>>) -> Response {
     back_home(panel.start_trial().await)
+}
+
+async fn lose_next_webhook(State(panel): State<Arc<DemoPanel>>) -> Response {
+    panel.lose_next_webhooks();
+    Redirect::to("/").into_response()
+}
+
+async fn reconcile_now(State(panel): State<Arc<DemoPanel>>) -> Response {
+    match panel.reconcile().await {
+        Ok(()) => Redirect::to("/").into_response(),
+        Err(error) => sandbox_refusal(StatusCode::BAD_GATEWAY, format!("reconcile stopped: {error}")),
+    }
 }
 
 async fn act(

@@ -7,7 +7,7 @@ mod buyer;
 mod store;
 mod webhooks;
 
-pub use store::{PriceCatalog, PriceOption};
+pub use store::{PriceCatalog, PriceOption, PriceProblem, check_price};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,11 +24,9 @@ use tower_http::trace::TraceLayer;
 use tracing::Span;
 use tracing::field::Empty;
 
-use crate::billing::{Billing, BillingConfig, LicensePolicy};
+use crate::billing::Billing;
 use crate::cache::SubscriptionCache;
-use crate::licensespring::LicenseSpringClient;
 use crate::settings::{Secret, Settings};
-use crate::stripe::StripeClient;
 use url::Url;
 
 /// How long any request may take before it is answered 503. Each upstream call has its own, shorter,
@@ -103,39 +101,16 @@ impl AppState {
         panel: Option<Arc<dyn StorePanel>>,
         public_url: Url,
     ) -> AppState {
-        let stripe = StripeClient::new(
-            settings.stripe_api_base.clone(),
-            settings.stripe_secret_key.clone(),
-            settings.upstream_timeout,
-        );
-        let licensespring = LicenseSpringClient::new(
-            settings.licensespring_base_url.clone(),
-            settings.licensespring_api_key.clone(),
-            settings.upstream_timeout,
-        );
         AppState(Arc::new(AppContext {
             prices: Arc::new(PriceCatalog::new(&settings.stripe_price_ids)),
             public_url,
             product_name: settings.product_short_code.clone(),
             webhook_secrets: settings.webhook_secrets.clone(),
             webhook_tolerance: settings.webhook_tolerance,
-            billing: Billing::new(stripe, licensespring, cache, billing_config(settings)),
+            billing: Billing::from_settings(settings, cache),
             body_permits: tokio::sync::Semaphore::new(MAX_BODIES_IN_MEMORY),
             panel,
         }))
-    }
-}
-
-/// What the billing flows take from the settings.
-pub fn billing_config(settings: &Settings) -> BillingConfig {
-    BillingConfig {
-        product_short_code: settings.product_short_code.clone(),
-        order_base_string: settings.order_base_string.clone(),
-        policy: LicensePolicy {
-            prices: settings.stripe_price_ids.clone(),
-            grace_days: settings.grace_days,
-            activations_per_seat: settings.activations_per_seat,
-        },
     }
 }
 

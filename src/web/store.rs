@@ -95,28 +95,7 @@ impl PriceCatalog {
         let ids: Vec<String> = self.options().into_iter().map(|option| option.id).collect();
         let mut options = Vec::with_capacity(ids.len());
         for id in ids {
-            let price = match stripe.retrieve_price(&id).await {
-                Ok(price) => price,
-                Err(StripeError::Api { status: 404, .. }) => {
-                    let reason = format!(
-                        "the price {id} does not exist in this Stripe account (test keys see only test-mode prices)"
-                    );
-                    return Err(PriceProblem::Unusable { id, reason });
-                }
-                Err(error) => return Err(PriceProblem::Unreachable(error)),
-            };
-            let label = match (&price.interval, price.active) {
-                (None, _) => {
-                    let reason =
-                        format!("the price {id} is a one-time price; a subscription needs a recurring one");
-                    return Err(PriceProblem::Unusable { id, reason });
-                }
-                (Some(_), false) => {
-                    let reason = format!("the price {id} is archived in Stripe");
-                    return Err(PriceProblem::Unusable { id, reason });
-                }
-                (Some(_), true) => label(&price),
-            };
+            let label = check_price(stripe, &id).await?;
             options.push(PriceOption { id, label });
         }
         *self.options.write().expect("price catalog poisoned") = options;
@@ -124,7 +103,25 @@ impl PriceCatalog {
     }
 }
 
-enum PriceProblem {
+/// Whether Stripe has the price and a subscription can be sold with it; its button's label.
+pub async fn check_price(stripe: &StripeClient, id: &str) -> Result<String, PriceProblem> {
+    let unusable = |reason: String| PriceProblem::Unusable { id: id.to_owned(), reason };
+    match stripe.retrieve_price(id).await {
+        Err(StripeError::Api { status: 404, .. }) => Err(unusable(format!(
+            "the price {id} does not exist in this Stripe account (test keys see only test-mode prices)"
+        ))),
+        Err(error) => Err(PriceProblem::Unreachable(error)),
+        Ok(price) if price.interval.is_none() => {
+            Err(unusable(format!("the price {id} is a one-time price; a subscription needs a recurring one")))
+        }
+        Ok(price) if !price.active => Err(unusable(format!("the price {id} is archived in Stripe"))),
+        Ok(price) => Ok(label(&price)),
+    }
+}
+
+/// Why a configured price cannot be sold.
+#[derive(Debug)]
+pub enum PriceProblem {
     Unusable { id: String, reason: String },
     Unreachable(StripeError),
 }

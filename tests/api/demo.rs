@@ -204,3 +204,38 @@ async fn the_binary_runs_the_sandbox_without_env_and_logs_no_secret() {
     }
     assert!(!dir.path().join("cache.json").exists(), "the real cache file is never written");
 }
+
+#[tokio::test]
+async fn a_lost_webhook_shows_as_drift_and_the_sandbox_reconciles_it() {
+    let demo = start_demo(&sandbox_options()).await.expect("the sandbox starts");
+    let home = demo.url().to_string();
+    let http = client();
+    let back = buy(&http, &home).await;
+    http.get(&back).send().await.expect("the thank-you page");
+    let subscription = demo.panel().stripe().subscriptions().pop().expect("a subscription").id;
+    let first_end = period_end(&demo, &subscription);
+
+    let lost = http.post(format!("{home}sandbox/lose-next-webhooks")).send().await.expect("answer");
+    assert_eq!(lost.status(), 303);
+    let renewed =
+        http.post(format!("{home}sandbox/subscriptions/{subscription}/renew")).send().await.expect("answer");
+    assert_eq!(renewed.status(), 303);
+    let page = http.get(&home).send().await.expect("app answers").text().await.expect("page");
+    assert_eq!(
+        cell(&page, &subscription, "valid-until"),
+        Some(first_end),
+        "the renewal's webhook was lost: {page}"
+    );
+    assert!(!demo.panel().stripe().lost_events().is_empty());
+
+    let reconciled = http.post(format!("{home}sandbox/reconcile")).send().await.expect("answer");
+    assert_eq!(reconciled.status(), 303);
+    let page = http.get(&home).send().await.expect("app answers").text().await.expect("page");
+    assert_eq!(
+        cell(&page, &subscription, "valid-until"),
+        Some(period_end(&demo, &subscription)),
+        "repaired: {page}"
+    );
+    assert!(page.contains("Reconcile found 1 difference(s) and repaired 1"), "{page}");
+    demo.shutdown().await.expect("stops cleanly");
+}

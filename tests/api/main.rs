@@ -1,6 +1,7 @@
 //! Black-box tests: the real server on a loopback port against local upstreams.
 
 mod buyer;
+mod commands;
 mod demo;
 mod flows;
 mod helpers;
