@@ -4,6 +4,7 @@
 
 use std::fmt;
 
+use serde::de::{self, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 /// A Stripe subscription id (`sub_...`).
@@ -172,6 +173,43 @@ impl BillingInterval {
             IntervalUnit::Month => format!("{n}m"),
             IntervalUnit::Year => format!("{n}y"),
         }
+    }
+}
+
+/// An id field that Stripe may expand into the object: `"sub_..."` or `{"id": "sub_...", ...}`.
+/// Read without buffering: the object's other fields are skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpandableId(pub String);
+
+impl<'de> Deserialize<'de> for ExpandableId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct IdVisitor;
+
+        impl<'de> Visitor<'de> for IdVisitor {
+            type Value = ExpandableId;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an id string or an object with an `id`")
+            }
+
+            fn visit_str<E: de::Error>(self, id: &str) -> Result<ExpandableId, E> {
+                Ok(ExpandableId(id.to_owned()))
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ExpandableId, A::Error> {
+                let mut id = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "id" && id.is_none() {
+                        id = Some(map.next_value::<String>()?);
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                id.map(ExpandableId).ok_or_else(|| de::Error::missing_field("id"))
+            }
+        }
+
+        deserializer.deserialize_any(IdVisitor)
     }
 }
 

@@ -630,6 +630,15 @@ mod tests {
         };
         assert!(read(values(None)).expect("no secret needed").webhook_secrets.is_empty());
         assert!(read(values(Some("nope"))).is_err(), "a malformed one is still refused");
+        let mut placeholder = values(None);
+        placeholder.retain(|(k, _)| *k != "STRIPE_PRODUCT");
+        placeholder.push(("STRIPE_PRODUCT", "price_..."));
+        let refused = read(placeholder).expect_err("the commands refuse placeholders too");
+        assert!(
+            refused.problems.contains(
+                &"STRIPE_PRODUCT: still the placeholder from .env.example: fill in .env".to_owned()
+            )
+        );
         let lookup = |name: &str| values(None).iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string());
         assert!(Settings::from_lookup(lookup).is_err(), "the server needs it");
     }

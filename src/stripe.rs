@@ -17,7 +17,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use url::Url;
 
-use crate::model::{BillingInterval, IntervalUnit, LicenseKey, SubscriptionId, SubscriptionStatus};
+use crate::model::{
+    BillingInterval, ExpandableId, IntervalUnit, LicenseKey, SubscriptionId, SubscriptionStatus,
+};
 use crate::settings::Secret;
 use crate::upstream::{self, TransportFailure};
 
@@ -380,24 +382,6 @@ pub struct Customer {
     pub email: Option<String>,
     #[serde(default)]
     pub name: Option<String>,
-}
-
-/// An id, or the object itself when Stripe expanded it: only the id is kept.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExpandableId(pub String);
-
-impl<'de> Deserialize<'de> for ExpandableId {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Id(String),
-            Object { id: String },
-        }
-        Ok(match Raw::deserialize(deserializer)? {
-            Raw::Id(id) | Raw::Object { id } => ExpandableId(id),
-        })
-    }
 }
 
 /// One page of a Stripe list (`{"object": "list", "has_more": ..., "data": [...]}`), newest first.

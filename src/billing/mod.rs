@@ -346,7 +346,10 @@ impl<S: SubscriptionStore> Billing<S> {
     async fn license_of(&self, subscription: &Subscription) -> Result<Option<License>, BillingError> {
         match self.store.get(&subscription.id).await.map_err(store_error)? {
             Some(entry) => Ok(Some(self.licensespring.retrieve_license(entry.license_id).await?)),
-            None => self.find_license(&subscription.id, subscription.license_key.as_ref()).await,
+            // The subscription at hand is Stripe's own: its key needs no second look.
+            None => {
+                Ok(self.license_by_key_or_order(&subscription.id, subscription.license_key.as_ref()).await?)
+            }
         }
     }
 
@@ -387,12 +390,21 @@ impl<S: SubscriptionStore> Billing<S> {
             Some(key) => Some(key.clone()),
             None => self.stripe.retrieve_subscription(subscription).await?.license_key,
         };
+        Ok(self.license_by_key_or_order(subscription, key.as_ref()).await?)
+    }
+
+    /// The license with `key`, else the one in the order this server created for `subscription`.
+    async fn license_by_key_or_order(
+        &self,
+        subscription: &SubscriptionId,
+        key: Option<&LicenseKey>,
+    ) -> Result<Option<License>, LicenseSpringError> {
         if let Some(key) = key
-            && let Some(license) = self.licensespring.find_license_by_key(&key).await?
+            && let Some(license) = self.licensespring.find_license_by_key(key).await?
         {
             return Ok(Some(license));
         }
-        Ok(self.licensespring.find_license_by_order(&self.order_id(subscription)).await?)
+        self.licensespring.find_license_by_order(&self.order_id(subscription)).await
     }
 
     /// Makes `license` (or, when there is none, a new one) what [`desired_license`] says for
@@ -568,12 +580,8 @@ impl<S: SubscriptionStore> Billing<S> {
             Ok(license_id) => Ok((license_id, key, true)),
             // The order id is ours and unique: a refusal may mean an earlier attempt created it.
             Err(error) if error.is_order_refusal() => {
-                let license = match self.licensespring.find_license_by_key(&key).await? {
-                    Some(license) => license,
-                    None => match self.licensespring.find_license_by_order(&order_id).await? {
-                        Some(license) => license,
-                        None => return Err(error.into()),
-                    },
+                let Some(license) = self.license_by_key_or_order(subscription_id, Some(&key)).await? else {
+                    return Err(error.into());
                 };
                 if license.license_key != key {
                     // The order holds another key: an earlier attempt's metadata write was overtaken

@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use crate::billing::{Billing, BillingError, Desired, DesiredValidity, desired_license, plan_changes};
 use crate::cache::SubscriptionStore;
 use crate::licensespring::License;
-use crate::model::{LicenseKey, SubscriptionId};
+use crate::model::{LicenseId, LicenseKey, SubscriptionId};
 use crate::stripe::{StripeError, Subscription};
 
 use super::{Progress, exit};
@@ -60,7 +60,7 @@ pub async fn find_drift<S: SubscriptionStore>(
     let by_order: HashMap<&str, &License> =
         licenses.iter().filter_map(|l| Some((l.order_store_id.as_deref()?, l))).collect();
     let by_key: HashMap<&LicenseKey, &License> = licenses.iter().map(|l| (&l.license_key, l)).collect();
-    let mut matched: HashSet<i64> = HashSet::new();
+    let mut matched: HashSet<LicenseId> = HashSet::new();
     for subscription in &subscriptions {
         let order_id = billing.order_id(&subscription.id);
         let license = by_order
@@ -68,7 +68,7 @@ pub async fn find_drift<S: SubscriptionStore>(
             .or_else(|| subscription.license_key.as_ref().and_then(|key| by_key.get(key)))
             .copied();
         if let Some(license) = license {
-            matched.insert(license.id.0);
+            matched.insert(license.id);
         }
         if let Some(drift) = compare(billing, subscription, license) {
             findings.drift.push(drift);
@@ -78,7 +78,7 @@ pub async fn find_drift<S: SubscriptionStore>(
     // Enabled licenses of this server's orders that no listed subscription claims: Stripe is asked
     // about each (its subscription may be on a price that is not configured, which is left alone).
     let prefix = billing.order_prefix();
-    for license in licenses.iter().filter(|l| l.enabled && !matched.contains(&l.id.0)) {
+    for license in licenses.iter().filter(|l| l.enabled && !matched.contains(&l.id)) {
         let Some(subscription) =
             license.order_store_id.as_deref().and_then(|order| order.strip_prefix(&prefix))
         else {

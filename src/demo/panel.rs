@@ -26,10 +26,12 @@ use crate::web::{ErrorPage, PanelHtml, StorePanel};
 /// the button.
 pub const DELIVERY_WAIT: Duration = Duration::from_secs(5);
 
-/// Shown above the store in the sandbox.
-const NOTICE: &str = "<p class=\"banner\"><strong>Sandbox.</strong> Stripe and LicenseSpring are simulated \
-                      inside this process:\nnothing is charged, no account is used, and nothing leaves this \
-                      machine.</p>";
+/// Shown above the store in the sandbox: what it is, and what the last button did.
+#[derive(Template)]
+#[template(path = "sandbox_notice.html")]
+struct SandboxNotice {
+    happened: Option<String>,
+}
 
 /// The simulators behind the sandbox's table and buttons.
 pub struct DemoPanel {
@@ -181,18 +183,6 @@ impl DemoPanel {
         *self.happened.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(what);
     }
 
-    /// Bills the subscription's next period (the simulator emits the renewal `invoice.paid`) and
-    /// waits, at most [`DELIVERY_WAIT`], for the app to have handled it.
-    pub async fn renew(&self, subscription: &str) -> Result<(), StripeSimError> {
-        self.act(subscription, Action::Renew).await
-    }
-
-    /// Cancels the subscription (the simulator emits `customer.subscription.deleted`) and waits,
-    /// at most [`DELIVERY_WAIT`], for the app to have handled it.
-    pub async fn cancel(&self, subscription: &str) -> Result<(), StripeSimError> {
-        self.act(subscription, Action::Cancel).await
-    }
-
     /// Makes the webhooks of the next button's action get lost (as when an endpoint is down for
     /// longer than Stripe retries), so the drift shows in the table.
     pub fn lose_next_webhooks(&self) {
@@ -289,17 +279,12 @@ impl StorePanel for DemoPanel {
             String::new()
         });
         let happened = self.happened.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
-        let notice = match happened {
-            Some(what) => format!("{NOTICE}\n<p class=\"card notice happened\">{}</p>", escape(&what)),
-            None => NOTICE.to_owned(),
-        };
+        let notice = SandboxNotice { happened }.render().unwrap_or_else(|error| {
+            tracing::warn!(%error, "the sandbox notice could not be rendered");
+            String::new()
+        });
         PanelHtml { notice, section, refresh_soon: view.deliveries_pending }
     }
-}
-
-/// Text made safe to put between HTML tags.
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 /// The buttons' routes: each acts, waits (bounded) until the simulator's webhooks are handled,

@@ -10,9 +10,9 @@
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use serde::de::{self, DeserializeOwned, IgnoredAny, MapAccess, Visitor};
+use serde::de::{DeserializeOwned, IgnoredAny};
 
-use crate::model::{BillingInterval, IntervalUnit, LicenseKey, SubscriptionId};
+use crate::model::{BillingInterval, ExpandableId, IntervalUnit, LicenseKey, SubscriptionId};
 
 /// The `type` of a paid invoice event.
 pub const INVOICE_PAID: &str = "invoice.paid";
@@ -473,42 +473,6 @@ impl RawSubscription {
             license_key: self.metadata.and_then(RawMetadata::license_key),
             interval,
         })
-    }
-}
-
-/// An id field that Stripe may expand into the object: `"sub_..."` or `{"id": "sub_...", ...}`.
-/// Read without buffering: the object's other fields are skipped.
-struct ExpandableId(String);
-
-impl<'de> Deserialize<'de> for ExpandableId {
-    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct IdVisitor;
-
-        impl<'de> Visitor<'de> for IdVisitor {
-            type Value = ExpandableId;
-
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("an id string or an object with an `id`")
-            }
-
-            fn visit_str<E: de::Error>(self, id: &str) -> Result<ExpandableId, E> {
-                Ok(ExpandableId(id.to_owned()))
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ExpandableId, A::Error> {
-                let mut id = None;
-                while let Some(key) = map.next_key::<String>()? {
-                    if key == "id" && id.is_none() {
-                        id = Some(map.next_value::<String>()?);
-                    } else {
-                        map.next_value::<IgnoredAny>()?;
-                    }
-                }
-                id.map(ExpandableId).ok_or_else(|| de::Error::missing_field("id"))
-            }
-        }
-
-        deserializer.deserialize_any(IdVisitor)
     }
 }
 
