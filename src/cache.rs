@@ -10,11 +10,10 @@
 //!   in arrival order, writes and fsyncs once, then answers each caller.
 //! - A file that exists but is not this format is refused and never touched.
 //!
-//! The billing flows use it through [`SubscriptionStore`], so a database can replace it.
+//! The billing flows use it through [`crate::store::Store`], as they use PostgreSQL.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::future::Future;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -72,30 +71,6 @@ pub enum CacheError {
     /// The writer thread is gone (it panicked); no change can be made durable any more.
     #[error("the cache file {} can no longer be written: its writer stopped", path.display())]
     WriterStopped { path: PathBuf },
-}
-
-/// What the billing flows need from a subscription store. Implemented by [`SubscriptionCache`];
-/// a database-backed store can implement it too.
-pub trait SubscriptionStore: Send + Sync {
-    type Error: std::error::Error + Send + Sync + 'static;
-
-    /// The entry for this subscription, if stored.
-    fn get(
-        &self,
-        sub_id: &SubscriptionId,
-    ) -> impl Future<Output = Result<Option<CacheEntry>, Self::Error>> + Send;
-
-    /// Stores `entry`, replacing one with the same `sub_id` in place; durable once it answers `Ok`.
-    fn insert(&self, entry: CacheEntry) -> impl Future<Output = Result<(), Self::Error>> + Send;
-
-    /// Removes this subscription's entry and answers it, if there was one; durable once it answers.
-    fn remove(
-        &self,
-        sub_id: &SubscriptionId,
-    ) -> impl Future<Output = Result<Option<CacheEntry>, Self::Error>> + Send;
-
-    /// Every entry, oldest first.
-    fn list(&self) -> impl Future<Output = Result<Vec<CacheEntry>, Self::Error>> + Send;
 }
 
 /// The file-backed store. Cheap to clone; every clone shares the same entries and writer.
@@ -167,6 +142,17 @@ impl SubscriptionCache {
         &self.shared.path
     }
 
+    /// Whether a change could be written now: the file's directory takes a new file, as every
+    /// write does first (what `/readyz` reports).
+    pub fn check(&self) -> Result<(), CacheError> {
+        let path = &self.shared.path;
+        tempfile::Builder::new()
+            .prefix(".cache-check")
+            .tempfile_in(directory_of(path))
+            .map(drop)
+            .map_err(|e| io_error(path, "write beside", e))
+    }
+
     /// O(1), from memory; never waits for a write in progress.
     pub fn get(&self, sub_id: &SubscriptionId) -> Option<CacheEntry> {
         self.read().get(sub_id).cloned()
@@ -212,24 +198,13 @@ impl SubscriptionCache {
     }
 }
 
-impl SubscriptionStore for SubscriptionCache {
-    type Error = CacheError;
-
-    async fn get(&self, sub_id: &SubscriptionId) -> Result<Option<CacheEntry>, CacheError> {
-        Ok(SubscriptionCache::get(self, sub_id))
-    }
-
-    async fn insert(&self, entry: CacheEntry) -> Result<(), CacheError> {
-        SubscriptionCache::insert(self, entry).await
-    }
-
-    async fn remove(&self, sub_id: &SubscriptionId) -> Result<Option<CacheEntry>, CacheError> {
-        SubscriptionCache::remove(self, sub_id).await
-    }
-
-    async fn list(&self) -> Result<Vec<CacheEntry>, CacheError> {
-        Ok(SubscriptionCache::list(self))
-    }
+/// Every entry of the cache file at `path`, oldest first (for `migrate-cache`): a missing or
+/// corrupt file is an error, and the file is only read.
+pub fn read_entries(path: &Path) -> Result<Vec<CacheEntry>, CacheError> {
+    let bytes = fs::read(path).map_err(|e| io_error(path, "read", e))?;
+    let entries = Entries::parse(&bytes, usize::MAX)
+        .map_err(|fault| CacheError::Corrupt { path: path.to_owned(), fault })?;
+    Ok(entries.iter().cloned().collect())
 }
 
 /// The cache file as it was read, for the commands (`reconcile`, `replay`) that run beside a server
@@ -257,24 +232,21 @@ impl CacheSnapshot {
     }
 }
 
-impl SubscriptionStore for CacheSnapshot {
-    type Error = CacheError;
-
-    async fn get(&self, sub_id: &SubscriptionId) -> Result<Option<CacheEntry>, CacheError> {
-        Ok(self.entries.read().expect("snapshot poisoned").get(sub_id).cloned())
+impl CacheSnapshot {
+    pub fn get(&self, sub_id: &SubscriptionId) -> Option<CacheEntry> {
+        self.entries.read().expect("snapshot poisoned").get(sub_id).cloned()
     }
 
-    async fn insert(&self, entry: CacheEntry) -> Result<(), CacheError> {
+    pub fn insert(&self, entry: CacheEntry) {
         self.entries.write().expect("snapshot poisoned").insert(entry.sub_id.clone(), entry);
-        Ok(())
     }
 
-    async fn remove(&self, sub_id: &SubscriptionId) -> Result<Option<CacheEntry>, CacheError> {
-        Ok(self.entries.write().expect("snapshot poisoned").remove(sub_id))
+    pub fn remove(&self, sub_id: &SubscriptionId) -> Option<CacheEntry> {
+        self.entries.write().expect("snapshot poisoned").remove(sub_id)
     }
 
-    async fn list(&self) -> Result<Vec<CacheEntry>, CacheError> {
-        Ok(self.entries.read().expect("snapshot poisoned").values().cloned().collect())
+    pub fn list(&self) -> Vec<CacheEntry> {
+        self.entries.read().expect("snapshot poisoned").values().cloned().collect()
     }
 }
 
@@ -516,12 +488,17 @@ fn io_error(path: &Path, action: &'static str, error: io::Error) -> CacheError {
 /// directory fsynced so the rename itself survives a power loss. (If only that last fsync fails,
 /// the new file may stay although the caller is told the change failed; the next write, made from
 /// memory, brings the file back in line.)
-fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    static NEXT_TEMP: AtomicU64 = AtomicU64::new(0);
-    let directory = match path.parent() {
+/// The directory holding `path` (`.` for a bare file name).
+fn directory_of(path: &Path) -> &Path {
+    match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
-    };
+    }
+}
+
+fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    static NEXT_TEMP: AtomicU64 = AtomicU64::new(0);
+    let directory = directory_of(path);
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let temp = directory.join(format!(
         ".{name}.{}.{}.tmp",
@@ -785,24 +762,5 @@ mod tests {
         cache.insert(entry(3)).await.expect("insert");
         assert_eq!(file_ids(&path), ["sub_1", "sub_3"]);
         assert_eq!(names_in(&folder), ["cache.json"]);
-    }
-
-    #[tokio::test]
-    async fn the_cache_serves_as_a_subscription_store() {
-        async fn round_trip<S: SubscriptionStore>(
-            store: &S,
-            entry: CacheEntry,
-        ) -> Result<Vec<CacheEntry>, S::Error> {
-            store.insert(entry.clone()).await?;
-            assert_eq!(store.get(&entry.sub_id).await?, Some(entry));
-            store.list().await
-        }
-        let dir = tempfile::tempdir().expect("dir");
-        let cache = SubscriptionCache::open(dir.path().join("cache.json"), 10).expect("opens");
-        assert_eq!(round_trip(&cache, entry(7)).await.expect("works"), [entry(7)]);
-        assert_eq!(
-            SubscriptionStore::remove(&cache, &entry(7).sub_id).await.expect("removes"),
-            Some(entry(7))
-        );
     }
 }

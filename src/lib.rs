@@ -11,7 +11,8 @@
 //! - [`billing`]: the one entry point for an event, and the flows that keep licenses in step;
 //! - [`webhook`]: `Stripe-Signature` verification and the typed event model;
 //! - [`stripe`], [`licensespring`]: the two upstream clients, sharing [`upstream`];
-//! - [`cache`]: the subscription cache file (`CACHE_PATH`);
+//! - [`store`]: where state lives, one interface over [`cache`] (the cache file, `CACHE_PATH`)
+//!   and [`postgres`] (`DATABASE_URL`);
 //! - [`settings`]: the settings and the `Secret` wrapper;
 //! - [`model`]: the small types shared by all of them.
 
@@ -22,8 +23,10 @@ pub mod commands;
 pub mod demo;
 pub mod licensespring;
 pub mod model;
+pub mod postgres;
 pub mod server;
 pub mod settings;
+pub mod store;
 pub mod stripe;
 mod upstream;
 pub mod web;
@@ -41,9 +44,10 @@ use settings::Settings;
 pub enum StartError {
     #[error("cannot listen on {address} (HOST, PORT): {source}")]
     Bind { address: String, source: std::io::Error },
-    /// The cache file is unreadable or not in the cache format (the message names it).
+    /// The cache file is unreadable or not in the cache format, or the database cannot be
+    /// reached or migrated (the message names the file or the database host).
     #[error(transparent)]
-    Cache(#[from] cache::CacheError),
+    Store(#[from] store::StoreError),
     #[error("cannot read the address the server listens on: {0}")]
     LocalAddress(std::io::Error),
     #[error("serving failed: {0}")]
@@ -70,13 +74,14 @@ impl App {
 
     /// As [`App::build`], with what a deployment adds (the sandbox's panel and routes).
     pub async fn build_with(settings: &Settings, extras: web::Extras) -> Result<App, StartError> {
-        // Opened first, so a corrupt cache file stops the server before it listens.
-        let cache = open_store(settings)?;
+        // Opened first, so a corrupt cache file or an unreachable database stops the server
+        // before it listens.
+        let store = store::Store::open(settings).await?;
         let address = format!("{}:{}", settings.host, settings.port);
         let listener = TcpListener::bind((settings.host.as_str(), settings.port))
             .await
             .map_err(|source| StartError::Bind { address, source })?;
-        App::assemble(listener, cache, settings, extras).await
+        App::assemble(listener, store, settings, extras).await
     }
 
     /// As [`App::build_with`], on a listener bound beforehand: for the sandbox, whose simulators
@@ -86,13 +91,13 @@ impl App {
         settings: &Settings,
         extras: web::Extras,
     ) -> Result<App, StartError> {
-        let cache = open_store(settings)?;
-        App::assemble(listener, cache, settings, extras).await
+        let store = store::Store::open(settings).await?;
+        App::assemble(listener, store, settings, extras).await
     }
 
     async fn assemble(
         listener: TcpListener,
-        cache: cache::SubscriptionCache,
+        store: store::Store,
         settings: &Settings,
         extras: web::Extras,
     ) -> Result<App, StartError> {
@@ -101,7 +106,7 @@ impl App {
             Some(url) => url.clone(),
             None => browsable_url(address),
         };
-        let state = web::AppState::new(settings, cache, extras.panel, public_url);
+        let state = web::AppState::new(settings, store, extras.panel, public_url);
         state.prices.load(state.billing.stripe()).await?;
         Ok(App { listener, router: web::router(state, extras.routes), address })
     }
@@ -134,10 +139,6 @@ pub fn browsable_url(address: SocketAddr) -> url::Url {
     };
     url::Url::parse(&format!("http://{}/", SocketAddr::new(ip, address.port())))
         .expect("an IP and a port make a URL")
-}
-
-fn open_store(settings: &Settings) -> Result<cache::SubscriptionCache, StartError> {
-    Ok(cache::SubscriptionCache::open(&settings.cache_path, settings.cache_capacity)?)
 }
 
 /// Sets up logging with the given filter (`RUST_LOG`); one line per request comes from the web layer.

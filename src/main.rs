@@ -40,6 +40,13 @@ enum Command {
     },
     /// Validate the settings and ask Stripe and LicenseSpring one harmless question each.
     Check,
+    /// Import the cache file into the database (DATABASE_URL) once; running it again changes
+    /// nothing. Subscriptions the database holds already are left as they are.
+    MigrateCache {
+        /// The cache file to import (default: CACHE_PATH).
+        #[arg(long, value_name = "FILE")]
+        from: Option<std::path::PathBuf>,
+    },
 }
 
 // One thread serves every request: the work per request is a few HTTP exchanges and tens of
@@ -84,10 +91,14 @@ async fn run_command(command: Command) -> u8 {
     };
     // Only warnings and errors: the commands print their own results.
     stripe_licensespring::init_tracing("warn");
-    if let Command::Check = command {
-        return commands::check::run(&settings).await;
+    match &command {
+        Command::Check => return commands::check::run(&settings).await,
+        Command::MigrateCache { from } => {
+            return commands::migrate_cache::run(&settings, from.as_deref()).await;
+        }
+        Command::Reconcile { .. } | Command::Replay { .. } => {}
     }
-    let billing = match commands::billing(&settings) {
+    let billing = match commands::billing(&settings).await {
         Ok(billing) => billing,
         Err(error) => return fail(error, exit::STOPPED),
     };
@@ -97,7 +108,7 @@ async fn run_command(command: Command) -> u8 {
             Ok(since) => commands::replay::run(&billing, since).await,
             Err(error) => fail(error, exit::STOPPED),
         },
-        Command::Check => unreachable!("handled above"),
+        Command::Check | Command::MigrateCache { .. } => unreachable!("handled above"),
     }
 }
 

@@ -89,6 +89,63 @@ pub struct Settings {
     pub activations_per_seat: Option<u32>,
     /// The tracing filter (`RUST_LOG`), e.g. `info` or `stripe_licensespring=debug`.
     pub log_filter: String,
+    /// PostgreSQL instead of the cache file (`DATABASE_URL`).
+    pub database_url: Option<DatabaseUrl>,
+}
+
+/// `DATABASE_URL`, parsed. Holds a password: neither `Debug` nor [`DatabaseUrl::target`] shows it.
+#[derive(Clone)]
+pub struct DatabaseUrl {
+    config: tokio_postgres::Config,
+}
+
+impl DatabaseUrl {
+    /// Reads a `postgres://` URL or a `host=... dbname=...` string; the error never repeats the
+    /// value (it holds a password).
+    pub fn parse(text: &str) -> Result<DatabaseUrl, String> {
+        let config: tokio_postgres::Config = text
+            .parse()
+            .map_err(|e| format!("expected postgres://user:password@host:port/database ({e})"))?;
+        if config.get_hosts().is_empty() {
+            return Err("expected postgres://user:password@host:port/database (no host given)".to_owned());
+        }
+        if config.get_dbname().is_none() {
+            return Err("expected postgres://user:password@host:port/database (no database given)".to_owned());
+        }
+        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+            return Err("sslmode=require asks for TLS, which this build does not speak to the database: \
+                 connect over a private network or a local TLS tunnel with sslmode=disable"
+                .to_owned());
+        }
+        Ok(DatabaseUrl { config })
+    }
+
+    pub fn config(&self) -> &tokio_postgres::Config {
+        &self.config
+    }
+
+    /// Where the database is, for messages: `host:port/database` (never the password).
+    pub fn target(&self) -> String {
+        use tokio_postgres::config::Host;
+        let port = self.config.get_ports().first().copied().unwrap_or(5432);
+        let hosts: Vec<String> = self
+            .config
+            .get_hosts()
+            .iter()
+            .map(|host| match host {
+                Host::Tcp(name) => format!("{name}:{port}"),
+                #[cfg(unix)]
+                Host::Unix(path) => format!("{}", path.display()),
+            })
+            .collect();
+        format!("{}/{}", hosts.join(","), self.config.get_dbname().unwrap_or_default())
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("DatabaseUrl").field(&self.target()).finish()
+    }
 }
 
 /// Every bad or missing setting, each with what was expected.
@@ -296,6 +353,14 @@ impl Settings {
             ));
         }
 
+        let database_url = reader.optional("DATABASE_URL").and_then(|text| match DatabaseUrl::parse(&text) {
+            Ok(url) => Some(url),
+            Err(expected) => {
+                reader.problem(&format!("DATABASE_URL: {expected}"));
+                None
+            }
+        });
+
         if !reader.problems.is_empty() {
             return Err(SettingsError { problems: reader.problems });
         }
@@ -323,6 +388,7 @@ impl Settings {
             grace_days: grace_days.ok_or_else(missing)?,
             activations_per_seat,
             log_filter,
+            database_url,
         })
     }
 }

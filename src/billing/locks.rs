@@ -1,6 +1,6 @@
-//! Serialising the events of one subscription, and remembering recent event ids.
+//! Serialising the events of one subscription inside this process.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::model::SubscriptionId;
@@ -40,36 +40,6 @@ impl Drop for SubscriptionGuard<'_> {
     }
 }
 
-/// Event ids this process finished recently, so a repeated delivery is answered without any
-/// upstream call. Only a shortcut: correctness never depends on it (it is lost on restart).
-pub struct RecentEvents {
-    capacity: usize,
-    inner: Mutex<(VecDeque<String>, HashSet<String>)>,
-}
-
-impl RecentEvents {
-    pub fn new(capacity: usize) -> RecentEvents {
-        RecentEvents { capacity, inner: Mutex::new((VecDeque::new(), HashSet::new())) }
-    }
-
-    pub fn contains(&self, event_id: &str) -> bool {
-        self.inner.lock().expect("poisoned").1.contains(event_id)
-    }
-
-    pub fn record(&self, event_id: &str) {
-        let mut inner = self.inner.lock().expect("poisoned");
-        let (order, set) = &mut *inner;
-        if set.insert(event_id.to_owned()) {
-            order.push_back(event_id.to_owned());
-            if order.len() > self.capacity {
-                if let Some(oldest) = order.pop_front() {
-                    set.remove(&oldest);
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -102,15 +72,5 @@ mod tests {
         }
         assert_eq!(most.load(Ordering::SeqCst), 1, "never two at once");
         assert!(locks.locks.lock().unwrap().is_empty(), "no lock kept once nobody waits");
-    }
-
-    #[test]
-    fn recent_events_forget_the_oldest_beyond_capacity() {
-        let recent = RecentEvents::new(2);
-        for id in ["evt_1", "evt_2", "evt_1", "evt_3"] {
-            recent.record(id);
-        }
-        assert!(!recent.contains("evt_1"));
-        assert!(recent.contains("evt_2") && recent.contains("evt_3"));
     }
 }

@@ -1,7 +1,7 @@
 //! The billing flows: verified Stripe events in, LicenseSpring licenses kept in step.
 //!
 //! [`Billing::handle_event`] is the one entry point for an event: it answers a repeated delivery
-//! from memory, picks the flow for the event's type and runs it. [`Billing::sync`] converges one
+//! from the store's record of deliveries, picks the flow for the event's type and runs it. [`Billing::sync`] converges one
 //! subscription's license to the state [`desired::desired_license`] computes from Stripe's current
 //! objects; every path that is not itself the proof of what to do (a paid invoice proves its
 //! period is paid; a deletion is final) goes through it, so late, repeated or reordered events
@@ -10,8 +10,9 @@
 //! safe to repeat: each step either finds its work already done or does it again with the same
 //! result.
 //!
-//! What makes "exactly one license per subscription" hold without a database:
-//! - events of one subscription run one at a time in this process ([`SubscriptionLocks`]);
+//! What makes "exactly one license per subscription" hold:
+//! - events of one subscription run one at a time: in this process ([`SubscriptionLocks`]), and
+//!   across processes sharing PostgreSQL (the store's lock);
 //! - the license key is written to the Stripe subscription's metadata *before* the order is
 //!   created, and a key found there is reused, so a retry continues with the same key;
 //! - the order id is derived from the subscription (`{ORDER_BASE_STRING}_{sub id}`), so a second
@@ -25,14 +26,15 @@ mod locks;
 use chrono::{DateTime, NaiveDate, Utc};
 
 pub use desired::{Desired, DesiredLicense, DesiredValidity, LicensePolicy, desired_license};
-pub use locks::{RecentEvents, SubscriptionGuard, SubscriptionLocks};
+pub use locks::{SubscriptionGuard, SubscriptionLocks};
 
-use crate::cache::{CacheEntry, SubscriptionStore};
+use crate::cache::CacheEntry;
 use crate::licensespring::{
     Buyer, License, LicenseChange, LicenseSpringClient, LicenseSpringError, LicenseValidity, NewLicenseTerms,
 };
 use crate::model::{LicenseId, LicenseKey, SubscriptionId};
 use crate::settings::Settings;
+use crate::store::{Delivery, Store, StoreError, StoreLock};
 use crate::stripe::{StripeClient, StripeError, Subscription};
 use crate::webhook::{
     BillingReason, Event, EventKind, InvoicePaid, InvoicePaymentFailed, SubscriptionChanged,
@@ -146,29 +148,32 @@ pub enum BillingError {
     Stripe(#[from] StripeError),
     #[error(transparent)]
     LicenseSpring(#[from] LicenseSpringError),
-    /// The subscription store could not record the change.
-    #[error("cache: {0}")]
-    Store(Box<dyn std::error::Error + Send + Sync>),
+    /// The subscription store could not answer or record the change.
+    #[error(transparent)]
+    Store(#[from] StoreError),
     /// The event cannot be handled yet (for example a renewal whose first invoice has not been
     /// processed); a later delivery will.
     #[error("not yet: {0}")]
     NotYet(String),
 }
 
-/// How many handled event ids are remembered for answering repeats at once.
-const RECENT_EVENTS: usize = 10_000;
-
 /// Everything the flows use.
-pub struct Billing<S> {
+pub struct Billing {
     stripe: StripeClient,
     licensespring: LicenseSpringClient,
-    store: S,
+    store: Store,
     product_short_code: String,
     order_base_string: String,
     policy: LicensePolicy,
+    /// Serialises a subscription's flows in this process (before the store's lock, which
+    /// serialises them across processes), so waiting flows do not each hold a database connection.
     locks: SubscriptionLocks,
-    /// Event ids handled lately: a repeated delivery is answered without calling anybody.
-    recent_events: RecentEvents,
+}
+
+/// Both locks of one subscription, held while its flow runs.
+pub struct FlowLock<'a> {
+    _store: StoreLock,
+    _local: SubscriptionGuard<'a>,
 }
 
 /// What the flows are configured with.
@@ -211,9 +216,9 @@ impl BillingConfig {
     }
 }
 
-impl<S: SubscriptionStore> Billing<S> {
+impl Billing {
     /// The flows as the settings configure them, over `store`.
-    pub fn from_settings(settings: &Settings, store: S) -> Billing<S> {
+    pub fn from_settings(settings: &Settings, store: Store) -> Billing {
         let (stripe, licensespring) = upstream_clients(settings);
         Billing::new(stripe, licensespring, store, BillingConfig::from_settings(settings))
     }
@@ -221,9 +226,9 @@ impl<S: SubscriptionStore> Billing<S> {
     pub fn new(
         stripe: StripeClient,
         licensespring: LicenseSpringClient,
-        store: S,
+        store: Store,
         config: BillingConfig,
-    ) -> Billing<S> {
+    ) -> Billing {
         Billing {
             stripe,
             licensespring,
@@ -232,7 +237,6 @@ impl<S: SubscriptionStore> Billing<S> {
             order_base_string: config.order_base_string,
             policy: config.policy,
             locks: SubscriptionLocks::default(),
-            recent_events: RecentEvents::new(RECENT_EVENTS),
         }
     }
 
@@ -241,21 +245,54 @@ impl<S: SubscriptionStore> Billing<S> {
         &self.stripe
     }
 
-    /// Handles a verified event: a repeat of one handled lately is answered without any upstream
-    /// call; otherwise the event's flow runs, and its success is remembered.
+    /// The store the flows keep their state in.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Handles a verified event under its subscription's lock: a repeat of one handled before
+    /// is answered without any upstream call; otherwise the event's flow runs, and what it did
+    /// is recorded as a delivery.
     pub async fn handle_event(&self, event: &Event) -> Result<Outcome, BillingError> {
-        if self.recent_events.contains(&event.id) {
+        let subscription = event.subscription();
+        let _lock = match subscription {
+            Some(subscription) => Some(self.lock(subscription).await?),
+            None => None,
+        };
+        if self.store.delivery_handled(&event.id).await? {
             return Ok(Outcome::Duplicate);
         }
-        let outcome = match &event.kind {
-            EventKind::InvoicePaid(invoice) => self.invoice_paid(invoice).await?,
-            EventKind::InvoicePaymentFailed(failed) => payment_failed(failed),
-            EventKind::SubscriptionChanged(changed) => self.subscription_changed(changed).await?,
-            EventKind::SubscriptionDeleted(deleted) => self.subscription_deleted(deleted).await?,
-            EventKind::Ignored => Outcome::Ignored("event type not handled"),
+        let result = match &event.kind {
+            EventKind::InvoicePaid(invoice) => self.invoice_paid(invoice).await,
+            EventKind::InvoicePaymentFailed(failed) => Ok(payment_failed(failed)),
+            EventKind::SubscriptionChanged(changed) => self.subscription_changed(changed).await,
+            EventKind::SubscriptionDeleted(deleted) => self.subscription_deleted(deleted).await,
+            EventKind::Ignored => Ok(Outcome::Ignored("event type not handled")),
         };
-        self.recent_events.record(&event.id);
-        Ok(outcome)
+        let delivery = Delivery {
+            event_id: &event.id,
+            event_type: &event.event_type,
+            subscription,
+            outcome: result.as_ref().map_or("failed", Outcome::label),
+            error: result.as_ref().err().map(ToString::to_string),
+        };
+        match self.store.record_delivery(&delivery).await {
+            Ok(()) => result,
+            // The flow's own failure is what to answer; a record that could not be written after
+            // a success is answered 5xx, and the redelivery finds the work done.
+            Err(error) if result.is_ok() => Err(error.into()),
+            Err(error) => {
+                tracing::warn!(%error, "the failed delivery could not be recorded");
+                result
+            }
+        }
+    }
+
+    /// Waits until no other flow of `subscription` runs, here or in another process.
+    async fn lock(&self, subscription: &SubscriptionId) -> Result<FlowLock<'_>, BillingError> {
+        let local = self.locks.lock(subscription).await;
+        let store = self.store.lock(subscription).await?;
+        Ok(FlowLock { _store: store, _local: local })
     }
 
     /// The LicenseSpring order id for a subscription: deterministic, so a second create is refused.
@@ -266,7 +303,7 @@ impl<S: SubscriptionStore> Billing<S> {
     /// `invoice.paid`: create the license on the first invoice, extend it on any later one. The
     /// invoice is the proof that its period is paid, so an enabled license is extended without
     /// asking Stripe; a disabled one is brought in step with the subscription as Stripe has it now.
-    pub async fn invoice_paid(&self, invoice: &InvoicePaid) -> Result<Outcome, BillingError> {
+    async fn invoice_paid(&self, invoice: &InvoicePaid) -> Result<Outcome, BillingError> {
         let Some(paid) = &invoice.subscription else {
             return Ok(Outcome::Ignored("the invoice belongs to no subscription"));
         };
@@ -274,11 +311,10 @@ impl<S: SubscriptionStore> Billing<S> {
             return Ok(Outcome::Ignored("the invoice holds only prorations"));
         };
         let subscription = &paid.id;
-        let _guard = self.locks.lock(subscription).await;
         // A charged invoice ends a trial; a $0 one (the trial's first) says nothing about it.
         let ends_trial = invoice.amount_paid.is_some_and(|amount| amount > 0);
 
-        let license = match self.store.get(subscription).await.map_err(store_error)? {
+        let license = match self.store.get(subscription).await? {
             Some(entry) => self.licensespring.retrieve_license(entry.license_id).await?,
             None if invoice.billing_reason == Some(BillingReason::SubscriptionCreate) => {
                 let current = self.stripe.retrieve_subscription(subscription).await?;
@@ -307,17 +343,21 @@ impl<S: SubscriptionStore> Billing<S> {
     /// `customer.subscription.updated`, `.paused`, `.resumed`: the license follows the subscription
     /// as Stripe has it now (not as the event says: events come late and out of order). An update
     /// of nothing the license depends on (the key this server wrote into the metadata) calls nobody.
-    pub async fn subscription_changed(&self, changed: &SubscriptionChanged) -> Result<Outcome, BillingError> {
+    async fn subscription_changed(&self, changed: &SubscriptionChanged) -> Result<Outcome, BillingError> {
         if !changed.change.may_affect_the_license() {
             return Ok(Outcome::Ignored("only the metadata changed"));
         }
-        self.sync(&changed.id).await
+        self.sync_locked(&changed.id).await
     }
 
     /// Brings the subscription's license in step with the subscription as Stripe has it now,
     /// creating it if the subscription has paid and it does not exist yet. Safe to repeat.
     pub async fn sync(&self, subscription: &SubscriptionId) -> Result<Outcome, BillingError> {
-        let _guard = self.locks.lock(subscription).await;
+        let _lock = self.lock(subscription).await?;
+        self.sync_locked(subscription).await
+    }
+
+    async fn sync_locked(&self, subscription: &SubscriptionId) -> Result<Outcome, BillingError> {
         let current = self.stripe.retrieve_subscription(subscription).await?;
         let license = self.license_of(&current).await?;
         self.converge(&current, license, None, None).await
@@ -330,7 +370,7 @@ impl<S: SubscriptionStore> Billing<S> {
         &self,
         subscription: &SubscriptionId,
     ) -> Result<Option<(Subscription, License)>, BillingError> {
-        let _guard = self.locks.lock(subscription).await;
+        let _lock = self.lock(subscription).await?;
         let current = self.stripe.retrieve_subscription(subscription).await?;
         let license = self.license_of(&current).await?;
         let outcome = self.converge(&current, license.clone(), None, None).await?;
@@ -344,7 +384,7 @@ impl<S: SubscriptionStore> Billing<S> {
 
     /// The license of `subscription`: through the cache, else through its key or its order.
     async fn license_of(&self, subscription: &Subscription) -> Result<Option<License>, BillingError> {
-        match self.store.get(&subscription.id).await.map_err(store_error)? {
+        match self.store.get(&subscription.id).await? {
             Some(entry) => Ok(Some(self.licensespring.retrieve_license(entry.license_id).await?)),
             // The subscription at hand is Stripe's own: its key needs no second look.
             None => {
@@ -354,11 +394,10 @@ impl<S: SubscriptionStore> Billing<S> {
     }
 
     /// `customer.subscription.deleted`: one cycle's valid duration, disabled, dropped from the cache.
-    pub async fn subscription_deleted(&self, deleted: &SubscriptionDeleted) -> Result<Outcome, BillingError> {
+    async fn subscription_deleted(&self, deleted: &SubscriptionDeleted) -> Result<Outcome, BillingError> {
         let subscription = &deleted.id;
-        let _guard = self.locks.lock(subscription).await;
 
-        let license = match self.store.get(subscription).await.map_err(store_error)? {
+        let license = match self.store.get(subscription).await? {
             Some(entry) => Some(self.licensespring.retrieve_license(entry.license_id).await?),
             None => self.find_license(subscription, deleted.license_key.as_ref()).await?,
         };
@@ -374,7 +413,7 @@ impl<S: SubscriptionStore> Billing<S> {
             self.disable(&license, &duration).await?;
             Outcome::Disabled { license_id: license.id }
         };
-        self.store.remove(subscription).await.map_err(store_error)?;
+        self.store.remove(subscription).await?;
         Ok(outcome)
     }
 
@@ -485,7 +524,7 @@ impl<S: SubscriptionStore> Billing<S> {
         subscription: &Subscription,
         license: &License,
     ) -> Result<(), BillingError> {
-        let Some(mut entry) = self.store.get(&subscription.id).await.map_err(store_error)? else {
+        let Some(mut entry) = self.store.get(&subscription.id).await? else {
             return Ok(());
         };
         if entry.interval_unit() != Some(subscription.interval.unit) {
@@ -495,7 +534,7 @@ impl<S: SubscriptionStore> Billing<S> {
                 subscription.interval.unit,
                 license.id,
             );
-            self.store.insert(entry).await.map_err(store_error)?;
+            self.store.insert(entry).await?;
         }
         Ok(())
     }
@@ -535,7 +574,7 @@ impl<S: SubscriptionStore> Billing<S> {
                 if license.enabled || license.valid_duration.as_deref() != Some(duration.as_str()) {
                     self.disable(&license, duration).await?;
                 }
-                self.store.remove(&subscription.id).await.map_err(store_error)?;
+                self.store.remove(&subscription.id).await?;
                 return Ok(Outcome::CreatedDisabled { license_id });
             }
             Some(None) => {
@@ -547,7 +586,7 @@ impl<S: SubscriptionStore> Billing<S> {
             None => {}
         }
         let entry = CacheEntry::new(subscription.id.clone(), key, subscription.interval.unit, license_id);
-        self.store.insert(entry).await.map_err(store_error)?;
+        self.store.insert(entry).await?;
         Ok(match (ended, is_new) {
             (Some(_), _) => Outcome::CreatedDisabled { license_id },
             (None, true) => Outcome::Created { license_id },
@@ -702,8 +741,4 @@ pub fn plan_changes(license: &License, desired: &DesiredLicense) -> ChangePlan {
 /// `unpaid` or canceled), which Stripe sends as `customer.subscription.updated`.
 fn payment_failed(failed: &InvoicePaymentFailed) -> Outcome {
     Outcome::PaymentFailed { attempt: failed.attempt_count }
-}
-
-fn store_error(error: impl std::error::Error + Send + Sync + 'static) -> BillingError {
-    BillingError::Store(Box::new(error))
 }

@@ -1,10 +1,11 @@
-//! The commands besides serving: `reconcile`, `replay` and `check`. Each reads the same settings
+//! The commands besides serving: `reconcile`, `replay`, `check` and `migrate-cache`. Each reads the same settings
 //! (and `.env`) as the server, talks to Stripe and LicenseSpring through the same clients, and
 //! repairs through the same billing code as the webhooks. Each answers an exit status: 0 all is
 //! well, 1 something was found (or failed) and said, 2 bad settings or an upstream failure that
 //! stopped it, 130 interrupted (Ctrl-C).
 
 pub mod check;
+pub mod migrate_cache;
 pub mod reconcile;
 pub mod replay;
 
@@ -14,8 +15,8 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::billing::Billing;
-use crate::cache::CacheSnapshot;
 use crate::settings::Settings;
+use crate::store::Store;
 
 /// The exit statuses of the commands.
 pub mod exit {
@@ -25,10 +26,10 @@ pub mod exit {
     pub const INTERRUPTED: u8 = 130;
 }
 
-/// The billing layer as the server builds it, over a snapshot of its cache file (which a running
-/// server owns: the commands never write it).
-pub fn billing(settings: &Settings) -> Result<Billing<CacheSnapshot>, crate::StartError> {
-    Ok(Billing::from_settings(settings, CacheSnapshot::read(&settings.cache_path)?))
+/// The billing layer as the server builds it: over the shared database, or over a snapshot of the
+/// cache file (which a running server owns: the commands never write it).
+pub async fn billing(settings: &Settings) -> Result<Billing, crate::StartError> {
+    Ok(Billing::from_settings(settings, Store::open_for_commands(settings).await?))
 }
 
 /// How far a command is: a progress bar on a terminal, plain lines otherwise (a CI log, a pipe).

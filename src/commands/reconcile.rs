@@ -7,7 +7,6 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::billing::{Billing, BillingError, Desired, DesiredValidity, desired_license, plan_changes};
-use crate::cache::SubscriptionStore;
 use crate::licensespring::License;
 use crate::model::{LicenseId, LicenseKey, SubscriptionId};
 use crate::stripe::{StripeError, Subscription};
@@ -48,10 +47,7 @@ pub struct Findings {
 const ORPHAN_SHARE_LIMIT: f64 = 0.5;
 
 /// Lists both sides and compares them.
-pub async fn find_drift<S: SubscriptionStore>(
-    billing: &Billing<S>,
-    progress: &Progress,
-) -> Result<Findings, BillingError> {
+pub async fn find_drift(billing: &Billing, progress: &Progress) -> Result<Findings, BillingError> {
     let subscriptions = list_subscriptions(billing, progress).await?;
     let licenses = list_licenses(billing, progress).await?;
     let mut findings =
@@ -102,8 +98,8 @@ pub async fn find_drift<S: SubscriptionStore>(
 }
 
 /// Every subscription of the configured prices, each once.
-async fn list_subscriptions<S: SubscriptionStore>(
-    billing: &Billing<S>,
+async fn list_subscriptions(
+    billing: &Billing,
     progress: &Progress,
 ) -> Result<Vec<Subscription>, BillingError> {
     let mut seen = HashSet::new();
@@ -128,10 +124,7 @@ async fn list_subscriptions<S: SubscriptionStore>(
 }
 
 /// Every license of this server's orders.
-async fn list_licenses<S: SubscriptionStore>(
-    billing: &Billing<S>,
-    progress: &Progress,
-) -> Result<Vec<License>, BillingError> {
+async fn list_licenses(billing: &Billing, progress: &Progress) -> Result<Vec<License>, BillingError> {
     let prefix = billing.order_prefix();
     let mut all: Vec<License> = Vec::new();
     loop {
@@ -147,11 +140,7 @@ async fn list_licenses<S: SubscriptionStore>(
 }
 
 /// The difference between a subscription's license and its desired state, if any.
-fn compare<S: SubscriptionStore>(
-    billing: &Billing<S>,
-    subscription: &Subscription,
-    license: Option<&License>,
-) -> Option<Drift> {
+fn compare(billing: &Billing, subscription: &Subscription, license: Option<&License>) -> Option<Drift> {
     let Desired::License(desired) = desired_license(subscription, billing.policy()) else {
         return None;
     };
@@ -199,7 +188,7 @@ fn describe(license: &License) -> String {
 
 /// Runs `reconcile`: prints each difference (and, with `apply`, what repairing it did); the exit
 /// status.
-pub async fn run<S: SubscriptionStore>(billing: &Billing<S>, apply: bool) -> u8 {
+pub async fn run(billing: &Billing, apply: bool) -> u8 {
     let progress = Progress::new();
     let work = async {
         let findings = match find_drift(billing, &progress).await {
@@ -241,11 +230,7 @@ pub async fn run<S: SubscriptionStore>(billing: &Billing<S>, apply: bool) -> u8 
 }
 
 /// Repairs each difference, going on after a failure; how many failed.
-pub async fn repair<S: SubscriptionStore>(
-    billing: &Billing<S>,
-    findings: &Findings,
-    progress: &Progress,
-) -> usize {
+pub async fn repair(billing: &Billing, findings: &Findings, progress: &Progress) -> usize {
     let orphans = findings.drift.iter().filter(|d| d.subscription.is_none()).count();
     let too_many_orphans = orphans > 5 && orphans as f64 > ORPHAN_SHARE_LIMIT * findings.licenses as f64;
     let mut failed = 0;

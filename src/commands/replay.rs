@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 
 use crate::billing::Billing;
-use crate::cache::SubscriptionStore;
 use crate::stripe::ListedEvent;
 use crate::webhook::{HANDLED_EVENT_TYPES, parse_event};
 
@@ -39,7 +38,7 @@ pub fn parse_since(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Stri
 }
 
 /// Runs `replay`; the exit status.
-pub async fn run<S: SubscriptionStore>(billing: &Billing<S>, since: DateTime<Utc>) -> u8 {
+pub async fn run(billing: &Billing, since: DateTime<Utc>) -> u8 {
     let progress = Progress::new();
     let work = async {
         let events = match list_events(billing, since, &progress).await {
@@ -96,8 +95,8 @@ pub async fn run<S: SubscriptionStore>(billing: &Billing<S>, since: DateTime<Utc
 }
 
 /// Every handled event since `since`, oldest first.
-async fn list_events<S: SubscriptionStore>(
-    billing: &Billing<S>,
+async fn list_events(
+    billing: &Billing,
     since: DateTime<Utc>,
     progress: &Progress,
 ) -> Result<Vec<ListedEvent>, crate::stripe::StripeError> {

@@ -190,7 +190,7 @@ pub async fn start_demo(options: &DemoOptions) -> Result<Demo, DemoError> {
     let settings =
         Settings::from_lookup(|name| values.iter().find(|(key, _)| key == name).map(|(_, v)| v.clone()))?;
 
-    let reconciler = crate::commands::billing(&settings)?;
+    let reconciler = crate::commands::billing(&settings).await?;
     let panel = Arc::new(DemoPanel::new(simulators, reconciler));
     let extras = web::Extras { panel: Some(panel.clone()), routes: panel::routes(panel.clone()) };
     let app = App::build_on(listener, &settings, extras).await?;

@@ -17,7 +17,6 @@ use sim::stripe::{StripeSim, StripeSimError, SubscribeOptions};
 
 use super::simulators::Simulators;
 use crate::billing::{Billing, BillingError};
-use crate::cache::CacheSnapshot;
 use crate::commands::{Progress, reconcile};
 use crate::web::{ErrorPage, PanelHtml, StorePanel};
 
@@ -37,7 +36,7 @@ struct SandboxNotice {
 pub struct DemoPanel {
     simulators: Simulators,
     /// What the Reconcile button repairs with: the billing code over a snapshot of the app's cache.
-    billing: Billing<CacheSnapshot>,
+    billing: Billing,
     /// The webhooks of the next action are to be lost.
     lose_next: std::sync::atomic::AtomicBool,
     /// What the last button did, shown on the page it lands on (until the next one).
@@ -88,7 +87,7 @@ pub struct SandboxPrice {
 }
 
 impl DemoPanel {
-    pub(super) fn new(simulators: Simulators, billing: Billing<CacheSnapshot>) -> DemoPanel {
+    pub(super) fn new(simulators: Simulators, billing: Billing) -> DemoPanel {
         DemoPanel { simulators, billing, lose_next: false.into(), happened: std::sync::Mutex::new(None) }
     }
 

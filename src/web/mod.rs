@@ -25,8 +25,8 @@ use tracing::Span;
 use tracing::field::Empty;
 
 use crate::billing::Billing;
-use crate::cache::SubscriptionCache;
 use crate::settings::{Secret, Settings};
+use crate::store::Store;
 use url::Url;
 
 /// How long any request may take before it is answered 503. Each upstream call has its own, shorter,
@@ -88,7 +88,7 @@ pub struct AppContext {
     pub product_name: String,
     pub webhook_secrets: Vec<Secret>,
     pub webhook_tolerance: Duration,
-    pub billing: Billing<SubscriptionCache>,
+    pub billing: Billing,
     /// One permit per large webhook body held in memory ([`MAX_BODIES_IN_MEMORY`]).
     pub body_permits: tokio::sync::Semaphore,
     pub panel: Option<Arc<dyn StorePanel>>,
@@ -97,7 +97,7 @@ pub struct AppContext {
 impl AppState {
     pub fn new(
         settings: &Settings,
-        cache: SubscriptionCache,
+        store: Store,
         panel: Option<Arc<dyn StorePanel>>,
         public_url: Url,
     ) -> AppState {
@@ -107,7 +107,7 @@ impl AppState {
             product_name: settings.product_short_code.clone(),
             webhook_secrets: settings.webhook_secrets.clone(),
             webhook_tolerance: settings.webhook_tolerance,
-            billing: Billing::from_settings(settings, cache),
+            billing: Billing::from_settings(settings, store),
             body_permits: tokio::sync::Semaphore::new(MAX_BODIES_IN_MEMORY),
             panel,
         }))

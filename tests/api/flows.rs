@@ -15,6 +15,7 @@ use stripe_licensespring::settings::Secret;
 use stripe_licensespring::stripe::StripeClient;
 
 use crate::helpers::*;
+use crate::postgres::TestDatabase;
 
 pub const DAILY: &str = "price_1TestDaily000000001";
 pub const WEEKLY: &str = "price_1TestWeekly00000001";
@@ -27,6 +28,46 @@ pub struct World {
     pub app: TestApp,
     /// The settings the test changed, kept for a restart.
     overrides: Vec<(&'static str, String)>,
+    /// The app's database, when it keeps its state in PostgreSQL.
+    pub database: Option<TestDatabase>,
+}
+
+/// Which store the app keeps its state in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    CacheFile,
+    Postgres,
+}
+
+/// Whether a PostgreSQL server answers for the tests (outside CI, a test that needs one is
+/// skipped, saying so; in CI it fails without one).
+pub async fn postgres_available() -> bool {
+    TestDatabase::create().await.is_some()
+}
+
+/// A scenario run on both stores, as `name::cache_file` and `name::postgres` (the latter skipped,
+/// saying so, where no database answers outside CI). The scenario gets the store to start on.
+macro_rules! on_both_stores {
+    ($(#[$meta:meta])* $name:ident, |$store:ident| $body:block) => {
+        $(#[$meta])*
+        mod $name {
+            use super::*;
+
+            async fn scenario($store: StoreKind) $body
+
+            #[tokio::test]
+            async fn cache_file() {
+                scenario(StoreKind::CacheFile).await
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                if postgres_available().await {
+                    scenario(StoreKind::Postgres).await
+                }
+            }
+        }
+    };
 }
 
 impl std::ops::Deref for World {
@@ -43,6 +84,7 @@ pub struct WorldOptions {
     /// Prices the Stripe simulator has besides the five below.
     pub extra_prices: Vec<SimPrice>,
     pub after_failed_payments: AfterFailedPayments,
+    pub store: StoreKind,
 }
 
 impl Default for WorldOptions {
@@ -57,6 +99,7 @@ impl Default for WorldOptions {
             settings: Vec::new(),
             extra_prices: Vec::new(),
             after_failed_payments: AfterFailedPayments::Unpaid,
+            store: StoreKind::CacheFile,
         }
     }
 }
@@ -64,6 +107,10 @@ impl Default for WorldOptions {
 impl World {
     pub async fn start() -> World {
         World::start_with(WorldOptions::default()).await
+    }
+
+    pub async fn start_on(store: StoreKind) -> World {
+        World::start_with(WorldOptions { store, ..WorldOptions::default() }).await
     }
 
     pub async fn start_with(options: WorldOptions) -> World {
@@ -85,21 +132,44 @@ impl World {
         };
         let simulators =
             Simulators::start(stripe, options.licensespring, WEBHOOK_SECRET).await.expect("simulators start");
-        let app = TestApp::spawn(World::settings(&simulators, &options.settings)).await;
-        World { simulators, app, overrides: options.settings }
+        let database = World::new_database(options.store).await;
+        let settings = World::settings(&simulators, &options.settings, database.as_ref());
+        let app = TestApp::spawn(settings).await;
+        World { simulators, app, overrides: options.settings, database }
     }
 
-    fn settings(simulators: &Simulators, overrides: &[(&'static str, String)]) -> TestSettings {
+    async fn new_database(store: StoreKind) -> Option<TestDatabase> {
+        match store {
+            StoreKind::CacheFile => None,
+            StoreKind::Postgres => {
+                Some(TestDatabase::create().await.expect("a PostgreSQL server for the tests"))
+            }
+        }
+    }
+
+    fn settings(
+        simulators: &Simulators,
+        overrides: &[(&'static str, String)],
+        database: Option<&TestDatabase>,
+    ) -> TestSettings {
         let mut settings = TestSettings::for_simulators(simulators);
+        if let Some(database) = database {
+            settings = settings.set("DATABASE_URL", &database.url);
+        }
         for (name, value) in overrides {
             settings = settings.set(name, value);
         }
         settings
     }
 
-    /// Starts a second app on the same simulators with a cache of its own (a lost cache).
+    /// Starts a second app on the same simulators with a store of its own (a lost cache file, or
+    /// a new database).
     pub async fn restart_with_empty_cache(&mut self) {
-        self.app = TestApp::spawn(World::settings(&self.simulators, &self.overrides)).await;
+        let store = if self.database.is_some() { StoreKind::Postgres } else { StoreKind::CacheFile };
+        let database = World::new_database(store).await;
+        self.app =
+            TestApp::spawn(World::settings(&self.simulators, &self.overrides, database.as_ref())).await;
+        self.database = database;
     }
 
     /// POSTs the event to `/webhooks`, signed now with the webhook secret, as Stripe does.
@@ -162,13 +232,36 @@ impl World {
         DateTime::<Utc>::from_timestamp(end, 0).unwrap().date_naive()
     }
 
+    /// The cache file's entries, as JSON.
     pub fn cache(&self) -> serde_json::Value {
         let path = self.app.settings.dir.path().join("cache.json");
         serde_json::from_slice(&std::fs::read(path).expect("cache file")).expect("cache is JSON")
     }
 
-    pub fn cached_subscriptions(&self) -> Vec<String> {
-        self.cache().as_array().unwrap().iter().map(|e| e["sub_id"].as_str().unwrap().to_owned()).collect()
+    /// What the store holds, oldest first, in the cache file's shape, from either store.
+    pub async fn stored(&self) -> Vec<serde_json::Value> {
+        let Some(database) = &self.database else {
+            return self.cache().as_array().expect("an array").clone();
+        };
+        let rows = database
+            .client()
+            .await
+            .query("SELECT sub_id, license_key, interval, license_id FROM subscriptions ORDER BY seq", &[])
+            .await
+            .expect("the subscriptions table");
+        rows.iter()
+            .map(|row| {
+                serde_json::json!({
+                    "sub_id": row.get::<_, String>(0), "license_key": row.get::<_, String>(1),
+                    "interval": row.get::<_, String>(2), "license_id": row.get::<_, i64>(3),
+                })
+            })
+            .collect()
+    }
+
+    /// The subscriptions the store holds, oldest first.
+    pub async fn cached_subscriptions(&self) -> Vec<String> {
+        self.stored().await.iter().map(|e| e["sub_id"].as_str().unwrap().to_owned()).collect()
     }
 
     pub fn licensespring_calls(&self, method: Method, path_contains: &str) -> usize {
@@ -195,36 +288,34 @@ pub fn signed_delivery(app: &TestApp, event: &SimEvent) -> reqwest::RequestBuild
 }
 
 /// Checks the state a created subscription must be in: one enabled license with the key that is in
-/// Stripe's metadata, valid until the paid period's end, and an entry in the cache file.
-fn assert_licensed(world: &World, subscription: &str) {
+/// Stripe's metadata, valid until the paid period's end, and an entry in the store.
+async fn assert_licensed(world: &World, subscription: &str) {
     let license = world.license_of(subscription);
     assert_eq!(world.key_in_stripe(subscription).as_deref(), Some(license.license_key.as_str()));
     assert!(license.enabled);
     assert_eq!(license.license_type, "subscription");
     assert!(!license.is_trial);
     assert_eq!(license.validity_period, Some(world.period_end(subscription)));
-    let cache = world.cache();
-    let entry = cache.as_array().unwrap().iter().find(|e| e["sub_id"] == subscription).expect("cached");
+    let stored = world.stored().await;
+    let entry = stored.iter().find(|e| e["sub_id"] == subscription).expect("stored");
     assert_eq!(entry["license_key"], license.license_key.as_str());
     assert_eq!(entry["license_id"], license.id);
     assert_eq!(entry["interval"], "month");
 }
 
-#[tokio::test]
-async fn first_invoice_creates_one_license_in_both_payload_generations() {
+on_both_stores!(first_invoice_creates_one_license_in_both_payload_generations, |store| {
     for generation in [ApiGeneration::Basil, ApiGeneration::Acacia] {
-        let world = World::start_with(WorldOptions { generation, ..WorldOptions::default() }).await;
+        let world = World::start_with(WorldOptions { generation, store, ..WorldOptions::default() }).await;
         let (subscription, invoice) = world.subscribe(PRICE_ID);
         assert_eq!(invoice.json()["api_version"], generation.api_version());
         world.deliver_ok(&invoice).await;
-        assert_licensed(&world, &subscription);
+        assert_licensed(&world, &subscription).await;
         assert_eq!(world.licensespring.orders().len(), 1);
     }
-}
+});
 
-#[tokio::test]
-async fn renewal_extends_to_the_new_period_end_and_repeats_change_nothing() {
-    let world = World::start().await;
+on_both_stores!(renewal_extends_to_the_new_period_end_and_repeats_change_nothing, |store| {
+    let world = World::start_on(store).await;
     let (subscription, first) = world.subscribe(PRICE_ID);
     world.deliver_ok(&first).await;
     let first_end = world.period_end(&subscription);
@@ -243,7 +334,7 @@ async fn renewal_extends_to_the_new_period_end_and_repeats_change_nothing() {
     assert_eq!(world.license_of(&subscription).validity_period, Some(second_end));
     assert_eq!(world.licensespring_calls(Method::PATCH, "/licenses/"), patches, "no second extension");
     assert_eq!(world.licensespring.licenses().len(), 1);
-}
+});
 
 #[tokio::test]
 async fn renewal_in_the_older_payload_generation_extends_too() {
@@ -257,9 +348,8 @@ async fn renewal_in_the_older_payload_generation_extends_too() {
     assert_eq!(world.license_of(&subscription).validity_period, Some(world.period_end(&subscription)));
 }
 
-#[tokio::test]
-async fn deletion_disables_with_one_billing_cycle_for_each_interval() {
-    let world = World::start().await;
+on_both_stores!(deletion_disables_with_one_billing_cycle_for_each_interval, |store| {
+    let world = World::start_on(store).await;
     for (price, duration) in
         [(DAILY, "1d"), (WEEKLY, "7d"), (PRICE_ID, "1m"), (QUARTERLY, "3m"), (YEARLY, "1y")]
     {
@@ -271,7 +361,7 @@ async fn deletion_disables_with_one_billing_cycle_for_each_interval() {
         assert!(!license.enabled, "{price}: disabled");
         assert_eq!(license.valid_duration.as_deref(), Some(duration), "{price}");
         assert!(
-            !world.cached_subscriptions().contains(&subscription.to_string()),
+            !world.cached_subscriptions().await.contains(&subscription.to_string()),
             "{price}: dropped from the cache"
         );
     }
@@ -281,18 +371,17 @@ async fn deletion_disables_with_one_billing_cycle_for_each_interval() {
     let disables = world.licensespring_calls(Method::POST, "/disable/");
     world.deliver_ok(&deleted).await;
     assert_eq!(world.licensespring_calls(Method::POST, "/disable/"), disables);
-}
+});
 
-#[tokio::test]
-async fn a_subscription_missing_from_a_lost_cache_is_found_through_stripes_metadata() {
-    let mut world = World::start().await;
+on_both_stores!(a_subscription_missing_from_a_lost_cache_is_found_through_stripes_metadata, |store| {
+    let mut world = World::start_on(store).await;
     let (renewed, first) = world.subscribe(PRICE_ID);
     world.deliver_ok(&first).await;
     let (deleted_sub, first_of_deleted) = world.subscribe(YEARLY);
     world.deliver_ok(&first_of_deleted).await;
 
     world.restart_with_empty_cache().await;
-    assert!(world.cached_subscriptions().is_empty());
+    assert!(world.cached_subscriptions().await.is_empty());
 
     let renewal = world.stripe.renew(&renewed).unwrap();
     world.deliver_ok(&renewal).await;
@@ -304,7 +393,7 @@ async fn a_subscription_missing_from_a_lost_cache_is_found_through_stripes_metad
     assert!(!license.enabled);
     assert_eq!(license.valid_duration.as_deref(), Some("1y"));
     assert_eq!(world.licensespring.licenses().len(), 2, "nothing created again");
-}
+});
 
 #[tokio::test]
 async fn an_evicted_subscription_is_still_renewed() {
@@ -319,7 +408,7 @@ async fn an_evicted_subscription_is_still_renewed() {
         world.deliver_ok(&first).await;
         subscriptions.push(subscription);
     }
-    let cached = world.cached_subscriptions();
+    let cached = world.cached_subscriptions().await;
     assert_eq!(cached, vec![subscriptions[1].to_string(), subscriptions[2].to_string()], "oldest evicted");
 
     let renewal = world.stripe.renew(&subscriptions[0]).unwrap();
@@ -371,31 +460,29 @@ async fn the_tutorials_cache_file_is_used_as_it_is() {
     );
 }
 
-#[tokio::test]
-async fn sequential_duplicates_make_one_license() {
-    let world = World::start().await;
+on_both_stores!(sequential_duplicates_make_one_license, |store| {
+    let world = World::start_on(store).await;
     let (subscription, first) = world.subscribe(PRICE_ID);
     for _ in 0..3 {
         world.deliver_ok(&first).await;
     }
-    assert_licensed(&world, &subscription);
+    assert_licensed(&world, &subscription).await;
     assert_eq!(world.licensespring.orders().len(), 1);
     assert_eq!(world.licensespring_calls(Method::POST, "/create_order/"), 1);
-}
+});
 
-#[tokio::test]
-async fn ten_concurrent_copies_make_one_license() {
-    let world = World::start().await;
+on_both_stores!(ten_concurrent_copies_make_one_license, |store| {
+    let world = World::start_on(store).await;
     let (subscription, first) = world.subscribe(PRICE_ID);
     let deliveries: Vec<_> =
         (0..10).map(|_| tokio::spawn(signed_delivery(&world.app, &first).send())).collect();
     for delivery in deliveries {
         assert_eq!(delivery.await.unwrap().unwrap().status(), 200);
     }
-    assert_licensed(&world, &subscription);
+    assert_licensed(&world, &subscription).await;
     assert_eq!(world.licensespring.licenses().len(), 1);
     assert_eq!(world.licensespring.orders().len(), 1);
-}
+});
 
 /// Delivers once with the fault in place (must fail with 5xx and record nothing), then again.
 async fn fails_then_recovers(world: &World, event: &SimEvent) {
@@ -406,19 +493,18 @@ async fn fails_then_recovers(world: &World, event: &SimEvent) {
     world.deliver_ok(event).await;
 }
 
-#[tokio::test]
-async fn a_failed_create_order_is_completed_by_the_redelivery() {
-    let world = World::start().await;
+on_both_stores!(a_failed_create_order_is_completed_by_the_redelivery, |store| {
+    let world = World::start_on(store).await;
     let (subscription, first) = world.subscribe(PRICE_ID);
     world.licensespring.add_fault(Fault::new("/create_order/", FaultKind::json(500, r#"{"detail":"boom"}"#)));
     let response = world.deliver(&first).await;
     assert!(response.status().is_server_error());
-    assert!(world.cached_subscriptions().is_empty(), "nothing half-recorded");
+    assert!(world.cached_subscriptions().await.is_empty(), "nothing half-recorded");
     let key = world.key_in_stripe(&subscription).expect("the key was written before the order");
     world.deliver_ok(&first).await;
-    assert_licensed(&world, &subscription);
+    assert_licensed(&world, &subscription).await;
     assert_eq!(world.license_of(&subscription).license_key.as_str(), key, "the retry reused the key");
-}
+});
 
 #[tokio::test]
 async fn a_create_order_whose_answer_was_lost_is_recognised_as_done() {
@@ -427,7 +513,7 @@ async fn a_create_order_whose_answer_was_lost_is_recognised_as_done() {
     // LicenseSpring creates the order but the answer is a 500.
     world.licensespring.add_fault(Fault::new("/create_order/", FaultKind::json(500, "{}")).after_effect());
     fails_then_recovers(&world, &first).await;
-    assert_licensed(&world, &subscription);
+    assert_licensed(&world, &subscription).await;
     assert_eq!(world.licensespring.orders().len(), 1);
 }
 
@@ -444,7 +530,7 @@ async fn a_failed_metadata_update_is_completed_by_the_redelivery() {
         .times(3),
     );
     fails_then_recovers(&world, &first).await;
-    assert_licensed(&world, &subscription);
+    assert_licensed(&world, &subscription).await;
 }
 
 #[tokio::test]
@@ -475,7 +561,7 @@ async fn a_create_order_answer_without_license_ids_is_handled() {
     .await;
     let (subscription, first) = world.subscribe(PRICE_ID);
     world.deliver_ok(&first).await;
-    assert_licensed(&world, &subscription);
+    assert_licensed(&world, &subscription).await;
     let renewal = world.stripe.renew(&subscription).unwrap();
     world.deliver_ok(&renewal).await;
     assert_eq!(world.license_of(&subscription).validity_period, Some(world.period_end(&subscription)));
@@ -519,15 +605,14 @@ async fn the_first_invoice_of_an_already_canceled_subscription_leaves_the_licens
     let license = world.license_of(&subscription);
     assert!(!license.enabled, "no enabled license for a canceled subscription");
     assert_eq!(license.valid_duration.as_deref(), Some("1m"));
-    assert!(world.cached_subscriptions().is_empty());
+    assert!(world.cached_subscriptions().await.is_empty());
     // The cancellation delivered again now finds the license and leaves it as it is.
     world.deliver_ok(&deleted).await;
     assert!(!world.license_of(&subscription).enabled);
 }
 
-#[tokio::test]
-async fn a_renewal_before_its_first_invoice_waits_for_it() {
-    let world = World::start().await;
+on_both_stores!(a_renewal_before_its_first_invoice_waits_for_it, |store| {
+    let world = World::start_on(store).await;
     let (subscription, first) = world.subscribe(PRICE_ID);
     let renewal = world.stripe.renew(&subscription).unwrap();
     // Out of order: Stripe will deliver the renewal again, so "not yet" is a 5xx.
@@ -536,7 +621,7 @@ async fn a_renewal_before_its_first_invoice_waits_for_it() {
     world.deliver_ok(&first).await;
     world.deliver_ok(&renewal).await;
     assert_eq!(world.license_of(&subscription).validity_period, Some(world.period_end(&subscription)));
-}
+});
 
 #[tokio::test]
 async fn an_order_holding_another_key_is_adopted_and_stripe_follows_it() {

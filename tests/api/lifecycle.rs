@@ -8,7 +8,7 @@ use rand::seq::SliceRandom;
 use reqwest::Method;
 use sim::stripe::{AfterFailedPayments, Interval, SimEvent, SimPrice, SubscribeOptions, SubscriptionStatus};
 
-use crate::flows::{World, WorldOptions, YEARLY};
+use crate::flows::{StoreKind, World, WorldOptions, YEARLY, postgres_available};
 use crate::helpers::*;
 use crate::spec_table::{Policy, assert_license_follows, date};
 
@@ -19,7 +19,12 @@ const PER_SEAT: u32 = 2;
 
 /// Sells the monthly and yearly prices, with grace days and seats.
 async fn world_with(after_failed_payments: AfterFailedPayments) -> World {
+    world_on(StoreKind::CacheFile, after_failed_payments).await
+}
+
+async fn world_on(store: StoreKind, after_failed_payments: AfterFailedPayments) -> World {
     World::start_with(WorldOptions {
+        store,
         settings: vec![
             ("STRIPE_PRODUCT", format!("{PRICE_ID},{YEARLY}")),
             ("GRACE_DAYS", GRACE_DAYS.to_string()),
@@ -159,7 +164,7 @@ async fn every_retry_declined_with_cancel_ends_like_the_tutorials_deletion() {
     assert!(!license.enabled);
     assert_eq!(license.valid_duration.as_deref(), Some("1m"));
     assert_follows(&world, &subscription, "canceled after failed payments");
-    assert!(world.cached_subscriptions().is_empty(), "dropped from the cache");
+    assert!(world.cached_subscriptions().await.is_empty(), "dropped from the cache");
 }
 
 #[tokio::test]
@@ -302,10 +307,9 @@ fn live(world: &World, ends_canceled: bool) -> (String, Vec<SimEvent>) {
     (subscription.clone(), stripe.events_of(&subscription))
 }
 
-#[tokio::test]
-async fn a_whole_life_delivered_twice_ends_in_the_final_state() {
+on_both_stores!(a_whole_life_delivered_twice_ends_in_the_final_state, |store| {
     for ends_canceled in [false, true] {
-        let mut world = world().await;
+        let mut world = world_on(store, AfterFailedPayments::Unpaid).await;
         let (subscription, events) = live(&world, ends_canceled);
         deliver_until_accepted(&world, &events).await;
         assert_follows(&world, &subscription, "in order");
@@ -315,13 +319,12 @@ async fn a_whole_life_delivered_twice_ends_in_the_final_state() {
         assert_follows(&world, &subscription, "all delivered twice");
         assert_eq!(world.licensespring.orders().len(), 1, "one order");
     }
-}
+});
 
-#[tokio::test]
-async fn a_whole_life_delivered_in_reverse_or_shuffled_ends_in_the_final_state() {
+on_both_stores!(a_whole_life_delivered_in_reverse_or_shuffled_ends_in_the_final_state, |store| {
     for ends_canceled in [false, true] {
         for order in ["reverse", "shuffled"] {
-            let world = world().await;
+            let world = world_on(store, AfterFailedPayments::Unpaid).await;
             let (subscription, mut events) = live(&world, ends_canceled);
             match order {
                 "reverse" => events.reverse(),
@@ -333,4 +336,4 @@ async fn a_whole_life_delivered_in_reverse_or_shuffled_ends_in_the_final_state()
             assert_eq!(world.licensespring.licenses().len(), 1, "one license");
         }
     }
-}
+});

@@ -3,11 +3,14 @@
 mod buyer;
 mod commands;
 mod demo;
+#[macro_use]
 mod flows;
 mod helpers;
 mod home;
 mod licensespring_client;
 mod lifecycle;
+#[path = "../common/postgres.rs"]
+mod postgres;
 #[path = "../common/server_process.rs"]
 mod server_process;
 #[path = "../common/spec_table.rs"]
