@@ -142,6 +142,8 @@ impl PgStore {
         };
         let transaction = client.transaction().await.map_err(fail)?;
         transaction.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(fail)?;
+        // "already exists, skipping" is no news at every start.
+        transaction.batch_execute("SET LOCAL client_min_messages = warning").await.map_err(fail)?;
         transaction
             .batch_execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations (

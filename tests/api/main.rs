@@ -2,6 +2,7 @@
 
 mod buyer;
 mod commands;
+mod database;
 mod demo;
 #[macro_use]
 mod flows;

@@ -32,26 +32,43 @@ const HANG: Duration = Duration::from_millis(1500);
 /// More rounds than this means redelivery does not converge.
 const MAX_ROUNDS: usize = 30;
 
+/// The servers' settings besides those pointing them at the simulators.
+pub const SOAK_SETTINGS: [(&str, &str); 4] = [
+    ("CACHE_CAPACITY", "100000"),
+    ("UPSTREAM_TIMEOUT_SECS", "1"),
+    ("GRACE_DAYS", "2"),
+    ("ACTIVATIONS_PER_SEAT", "3"),
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_event_redelivered_until_accepted_leaves_one_right_license_per_subscription() {
     // Whole lives make about nine events per subscription: 200 give some 1,800 events, 3,600
     // copies. `SOAK_SUBSCRIPTIONS=2000` for a longer storm.
     let total = count("SOAK_SUBSCRIPTIONS", 200);
     let seed = seed("SOAK_SEED");
-    let context = format!("SOAK_SEED={seed}");
-    let mut rng = StdRng::seed_from_u64(seed);
-
     let upstreams = upstreams().await;
     let home = ServerHome::new();
-    let server = home.spawn(
-        &upstreams,
-        &[
-            ("CACHE_CAPACITY", "100000"),
-            ("UPSTREAM_TIMEOUT_SECS", "1"),
-            ("GRACE_DAYS", "2"),
-            ("ACTIVATIONS_PER_SEAT", "3"),
-        ],
-    );
+    let server = home.spawn(&upstreams, &SOAK_SETTINGS);
+    let soak = soak(&upstreams, &[server.url("")], total, seed).await;
+    let cached: HashSet<String> =
+        home.cache_entries().iter().map(|e| e["sub_id"].as_str().expect("sub_id").to_owned()).collect();
+    check_end_state(&upstreams, &soak.subscriptions, &cached, &soak.context);
+    eprintln!("delivery soak: {}", soak.summary);
+}
+
+/// What a soak did.
+pub struct Soak {
+    pub subscriptions: Vec<String>,
+    /// The seed, for every failure message.
+    pub context: String,
+    pub summary: String,
+}
+
+/// Lives `total` subscriptions through on the simulators, then delivers their events to `servers`
+/// (each delivery worker to one of them, in turn) until every copy is accepted.
+pub async fn soak(upstreams: &Simulators, servers: &[String], total: usize, seed: u64) -> Soak {
+    let context = format!("SOAK_SEED={seed}");
+    let mut rng = StdRng::seed_from_u64(seed);
 
     // The lives: a fifth start with a trial; every one is renewed twice, then goes through one
     // more step of a subscription's life; then a quarter of them are deleted.
@@ -116,7 +133,7 @@ async fn every_event_redelivered_until_accepted_leaves_one_right_license_per_sub
         );
         pending.shuffle(&mut rng);
         attempts += pending.len();
-        let results = deliver_concurrently(&http, &server.url(""), pending).await;
+        let results = deliver_concurrently(&http, servers, pending).await;
         pending = Vec::new();
         for (event, outcome) in results {
             match outcome {
@@ -136,9 +153,8 @@ async fn every_event_redelivered_until_accepted_leaves_one_right_license_per_sub
     stripe.clear_faults();
     upstreams.licensespring.clear_faults();
 
-    check_end_state(&upstreams, &home, &subscriptions, &context);
-    eprintln!(
-        "delivery soak: {total} subscriptions ({} deleted; final statuses {statuses:?}), {} events, {copies} copies, \
+    let summary = format!(
+        "{total} subscriptions ({} deleted; final statuses {statuses:?}), {} events, {copies} copies, \
          {attempts} deliveries in {rounds} rounds, {:.1} s; not 2xx: {refused:?}; upstream requests: Stripe {}, \
          LicenseSpring {} ({context})",
         deleted.len(),
@@ -147,6 +163,7 @@ async fn every_event_redelivered_until_accepted_leaves_one_right_license_per_sub
         stripe.request_count(),
         upstreams.licensespring.request_count(),
     );
+    Soak { subscriptions, context, summary }
 }
 
 /// One more step of a subscription's life, chosen at random: nothing, a declined renewal (then
@@ -185,13 +202,14 @@ fn one_more_step(stripe: &StripeSim, subscription: &str, rng: &mut StdRng) {
 /// Delivers every event once, `CONCURRENCY` at a time; each with its outcome.
 async fn deliver_concurrently(
     http: &reqwest::Client,
-    url: &str,
+    servers: &[String],
     events: Vec<SimEvent>,
 ) -> Vec<(SimEvent, Result<reqwest::StatusCode, reqwest::Error>)> {
     let queue = Arc::new(Mutex::new(events));
     let workers: Vec<_> = (0..CONCURRENCY)
-        .map(|_| {
-            let (queue, http, url) = (queue.clone(), http.clone(), url.to_owned());
+        .map(|worker| {
+            let url = servers[worker % servers.len()].clone();
+            let (queue, http) = (queue.clone(), http.clone());
             tokio::spawn(async move {
                 let mut done = Vec::new();
                 loop {
@@ -211,9 +229,14 @@ async fn deliver_concurrently(
 }
 
 /// One license per subscription, in its own order, with the key Stripe holds, in the state SPEC's
-/// table gives for Stripe's final subscription; the cache holds exactly the subscriptions that
-/// have not ended; no license or order belongs to nobody.
-fn check_end_state(upstreams: &Simulators, home: &ServerHome, subscriptions: &[String], context: &str) {
+/// table gives for Stripe's final subscription; the store (`stored`) holds exactly the
+/// subscriptions that have not ended; no license or order belongs to nobody.
+pub fn check_end_state(
+    upstreams: &Simulators,
+    subscriptions: &[String],
+    stored: &HashSet<String>,
+    context: &str,
+) {
     let by_order = licenses_by_order(upstreams);
     for subscription in subscriptions {
         let license = only_license(upstreams, &by_order, subscription, context);
@@ -221,8 +244,6 @@ fn check_end_state(upstreams: &Simulators, home: &ServerHome, subscriptions: &[S
     }
     assert_no_orphans(upstreams, &by_order, subscriptions.len(), context);
 
-    let cached: HashSet<String> =
-        home.cache_entries().iter().map(|e| e["sub_id"].as_str().expect("sub_id").to_owned()).collect();
     let live: HashSet<String> = upstreams
         .stripe
         .subscriptions()
@@ -230,5 +251,5 @@ fn check_end_state(upstreams: &Simulators, home: &ServerHome, subscriptions: &[S
         .filter(|s| s.status != SubscriptionStatus::Canceled)
         .map(|s| s.id)
         .collect();
-    assert_eq!(cached, live, "{context}: the cache holds exactly the subscriptions that have not ended");
+    assert_eq!(stored, &live, "{context}: the store holds exactly the subscriptions that have not ended");
 }
