@@ -13,6 +13,7 @@ use serde_json::json;
 
 use super::{AppState, BODY_READ_TIMEOUT, MAX_BODY_BYTES, SMALL_BODY_BYTES, note};
 use crate::billing::BillingError;
+use crate::store::StoreError;
 use crate::webhook::{self, Event, EventError, SignatureError};
 
 pub fn router() -> Router<AppState> {
@@ -37,7 +38,9 @@ impl IntoResponse for Answer {
             Answer::Failed(error) => {
                 let status = match &error {
                     BillingError::NotYet(_) => StatusCode::SERVICE_UNAVAILABLE,
-                    BillingError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                    // The database is away or busy: a later delivery will find it back.
+                    BillingError::Store(StoreError::Database(_)) => StatusCode::SERVICE_UNAVAILABLE,
+                    BillingError::Store(StoreError::Cache(_)) => StatusCode::INTERNAL_SERVER_ERROR,
                     BillingError::Stripe(_) | BillingError::LicenseSpring(_) => StatusCode::BAD_GATEWAY,
                 };
                 (status, Json(json!({ "error": error.to_string() }))).into_response()
