@@ -91,6 +91,8 @@ pub struct Settings {
     pub log_filter: String,
     /// PostgreSQL instead of the cache file (`DATABASE_URL`).
     pub database_url: Option<DatabaseUrl>,
+    /// Enables `/admin` (`ADMIN_TOKEN`).
+    pub admin_token: Option<Secret>,
 }
 
 /// `DATABASE_URL`, parsed. Holds a password: neither `Debug` nor [`DatabaseUrl::target`] shows it.
@@ -361,6 +363,13 @@ impl Settings {
             }
         });
 
+        let admin_token = reader.optional("ADMIN_TOKEN").map(Secret);
+        if admin_token.as_ref().is_some_and(|token| token.0.len() < 16) {
+            reader.problem(
+                "ADMIN_TOKEN: expected at least 16 characters (say, openssl rand -hex 24), or unset",
+            );
+        }
+
         if !reader.problems.is_empty() {
             return Err(SettingsError { problems: reader.problems });
         }
@@ -389,6 +398,7 @@ impl Settings {
             activations_per_seat,
             log_filter,
             database_url,
+            admin_token,
         })
     }
 }

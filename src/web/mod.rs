@@ -3,6 +3,7 @@
 //! What a deployment adds (the sandbox's panel and its controls, in demo mode) comes in from
 //! outside as a [`StorePanel`] and a router of its own: this module depends on nothing above it.
 
+mod admin;
 mod buyer;
 mod store;
 mod webhooks;
@@ -88,6 +89,8 @@ pub struct AppContext {
     pub product_name: String,
     pub webhook_secrets: Vec<Secret>,
     pub webhook_tolerance: Duration,
+    /// Enables `/admin` (`ADMIN_TOKEN`).
+    pub admin_token: Option<Secret>,
     pub billing: Billing,
     /// One permit per large webhook body held in memory ([`MAX_BODIES_IN_MEMORY`]).
     pub body_permits: tokio::sync::Semaphore,
@@ -107,6 +110,7 @@ impl AppState {
             product_name: settings.product_short_code.clone(),
             webhook_secrets: settings.webhook_secrets.clone(),
             webhook_tolerance: settings.webhook_tolerance,
+            admin_token: settings.admin_token.clone(),
             billing: Billing::from_settings(settings, store),
             body_permits: tokio::sync::Semaphore::new(MAX_BODIES_IN_MEMORY),
             panel,
@@ -138,6 +142,8 @@ pub fn router(state: AppState, extra_routes: Router) -> Router {
         )
         .route("/thank-you", get(buyer::thank_you))
         .route("/billing-portal", axum::routing::post(buyer::billing_portal))
+        .route("/admin", get(admin::page))
+        .route("/admin/sync", axum::routing::post(admin::sync))
         .route("/favicon.svg", get(favicon))
         .route("/healthz", get(healthz))
         .merge(webhooks::router())

@@ -1,11 +1,13 @@
 //! Black-box tests: the real server on a loopback port against local upstreams.
 
+// First: its `on_both_stores!` is used by the others.
+#[macro_use]
+mod flows;
+mod admin;
 mod buyer;
 mod commands;
 mod database;
 mod demo;
-#[macro_use]
-mod flows;
 mod helpers;
 mod home;
 mod licensespring_client;
