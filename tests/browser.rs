@@ -161,7 +161,30 @@ async fn click_through(browser: &Client, demo: &Demo) -> Result<(), String> {
     })
     .await?;
     let status = text_of(browser, &format!("{row} .status")).await?;
-    check(status == "canceled", "the subscription's status", &status)
+    check(status == "canceled", "the subscription's status", &status)?;
+
+    // The operator's view: the admin page, opened with the link the sandbox prints. The deleted
+    // subscription has left the store; its deliveries are listed, all handled.
+    browser.goto(demo.admin_url().as_str()).await.map_err(|e| format!("open the admin page: {e}"))?;
+    let heading = text_of(browser, "h1").await?;
+    check(heading == "Admin", "the admin page", &heading)?;
+    let subscriptions_of_deliveries = browser
+        .find_all(Locator::Css("tr[data-event] td:nth-child(3)"))
+        .await
+        .map_err(|e| format!("find the deliveries: {e}"))?;
+    let mut ours = 0;
+    for cell in subscriptions_of_deliveries {
+        if cell.text().await.map_err(|e| e.to_string())?.trim() == subscription {
+            ours += 1;
+        }
+    }
+    check(ours >= 4, "the subscription's deliveries on the admin page", &ours.to_string())?;
+    let outcomes = browser.find_all(Locator::Css("td.outcome")).await.map_err(|e| e.to_string())?;
+    for outcome in outcomes {
+        let text = outcome.text().await.map_err(|e| e.to_string())?;
+        check(text.trim() != "failed", "no failed delivery", &text)?;
+    }
+    look_at(browser, "admin").await
 }
 
 /// Saves a screenshot of the page (wide, then 360 px wide: a phone) under the target directory,

@@ -31,7 +31,7 @@ use url::Url;
 pub use panel::{DELIVERY_WAIT, DemoPanel, SandboxRow, SandboxView};
 pub use simulators::{ORDER_BASE_STRING, Simulators};
 
-use crate::settings::{DEFAULT_CACHE_PATH, DEFAULT_HOST, DEFAULT_PORT, Settings};
+use crate::settings::{DEFAULT_CACHE_PATH, DEFAULT_HOST, DEFAULT_PORT, Secret, Settings};
 use crate::{App, StartError, web};
 
 /// The simulator's webhook retry delays in the sandbox: short, so a failed delivery is retried
@@ -126,6 +126,8 @@ fn is_the_servers_cache(path: &Path) -> bool {
 /// temporary cache file); [`Demo::shutdown`] also waits for the app to finish.
 pub struct Demo {
     url: Url,
+    /// The generated `ADMIN_TOKEN`.
+    admin_token: Secret,
     panel: Arc<DemoPanel>,
     cache_path: PathBuf,
     stop: Option<oneshot::Sender<()>>,
@@ -186,6 +188,7 @@ pub async fn start_demo(options: &DemoOptions) -> Result<Demo, DemoError> {
         ("PORT".to_owned(), local.port().to_string()),
         ("CACHE_PATH".to_owned(), cache_path.to_string_lossy().into_owned()),
         ("RUST_LOG".to_owned(), options.log_filter.clone()),
+        ("ADMIN_TOKEN".to_owned(), random_text(32)),
     ]);
     let settings =
         Settings::from_lookup(|name| values.iter().find(|(key, _)| key == name).map(|(_, v)| v.clone()))?;
@@ -199,8 +202,10 @@ pub async fn start_demo(options: &DemoOptions) -> Result<Demo, DemoError> {
         // A dropped sender stops the server too.
         let _ = stopped.await;
     }));
+    let admin_token = settings.admin_token.clone().expect("set above");
     Ok(Demo {
         url,
+        admin_token,
         panel,
         cache_path,
         stop: Some(stop),
@@ -221,9 +226,12 @@ pub async fn run_demo(options: DemoOptions) -> Result<(), DemoError> {
         "\nSandbox: open {url} in a browser.\n\
          Stripe and LicenseSpring are simulated inside this process with generated keys:\n\
          nothing is charged, no account is needed, and nothing leaves this machine.\n\
+         Admin page: {admin} (user name: anything; password: {token}, generated for this run)\n\
          Subscription cache: {cache}\n\
          Stop with Ctrl-C.\n",
-        url = demo.url()
+        url = demo.url(),
+        admin = demo.admin_url(),
+        token = demo.admin_token.expose(),
     );
     crate::server::shutdown_signal().await;
     demo.shutdown().await
@@ -233,6 +241,15 @@ impl Demo {
     /// The app's home page, e.g. `http://127.0.0.1:5000/`.
     pub fn url(&self) -> &Url {
         &self.url
+    }
+
+    /// The admin page with its generated token in the URL (`http://admin:TOKEN@127.0.0.1:5000/admin`),
+    /// so a click opens it: a sandbox's token guards nothing real.
+    pub fn admin_url(&self) -> Url {
+        let mut url = self.url.join("admin").expect("a path joins");
+        let _ = url.set_username("admin");
+        let _ = url.set_password(Some(self.admin_token.expose()));
+        url
     }
 
     pub fn panel(&self) -> &DemoPanel {
