@@ -241,6 +241,11 @@ impl<S: SubscriptionStore> Billing<S> {
         &self.stripe
     }
 
+    /// The subscription store, for what asks about it directly (`GET /readyz`).
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
     /// Handles a verified event: a repeat of one handled lately is answered without any upstream
     /// call; otherwise the event's flow runs, and its success is remembered.
     pub async fn handle_event(&self, event: &Event) -> Result<Outcome, BillingError> {
