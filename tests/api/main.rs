@@ -8,6 +8,7 @@ mod helpers;
 mod home;
 mod licensespring_client;
 mod lifecycle;
+mod ops;
 #[path = "../common/server_process.rs"]
 mod server_process;
 #[path = "../common/spec_table.rs"]
