@@ -218,9 +218,10 @@ async fn start_up_names_the_address_the_webhook_url_the_store_and_the_env_file_r
     let home = dir.path().canonicalize().unwrap();
     std::fs::create_dir(home.join("state")).unwrap();
     // Half the settings in .env, half in the environment; the cache path relative to the directory.
-    let mut env = simulators.settings();
-    let in_file: Vec<(String, String)> =
-        env.extract_if(.., |(name, _)| name == "STRIPE_SECRET" || name == "PRODUCT_SHORT_CODE").collect();
+    let (in_file, mut env): (Vec<_>, Vec<_>) = simulators
+        .settings()
+        .into_iter()
+        .partition(|(name, _)| name == "STRIPE_SECRET" || name == "PRODUCT_SHORT_CODE");
     let dotenv: String = in_file.iter().map(|(name, value)| format!("{name}={value}\n")).collect();
     std::fs::write(home.join(".env"), dotenv).unwrap();
     env.push(("CACHE_PATH".to_owned(), "state/cache.json".to_owned()));
