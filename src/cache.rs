@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
+use crate::metrics;
 use crate::model::{IntervalUnit, LicenseId, LicenseKey, SubscriptionId};
 
 /// One cached subscription, in the tutorial's shape; keys this server does not know are kept.
@@ -84,6 +85,8 @@ struct Shared {
     /// What is on disk. Locked only for O(1) reads and to apply a committed batch.
     entries: Arc<RwLock<Entries>>,
     changes: mpsc::Sender<Job>,
+    /// The writer thread, to tell whether it still runs ([`SubscriptionCache::check`]).
+    writer: std::thread::JoinHandle<()>,
     /// How many times the file was written: lets the tests see group commit at work.
     #[cfg(test)]
     writes: Arc<AtomicU64>,
@@ -123,7 +126,7 @@ impl SubscriptionCache {
             #[cfg(test)]
             writes: writes.clone(),
         };
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("cache-writer".to_owned())
             .spawn(move || writer.run())
             .map_err(|e| io_error(&path, "start the writer for", e))?;
@@ -132,6 +135,7 @@ impl SubscriptionCache {
                 path,
                 entries,
                 changes,
+                writer,
                 #[cfg(test)]
                 writes,
             }),
@@ -140,17 +144,6 @@ impl SubscriptionCache {
 
     pub fn path(&self) -> &Path {
         &self.shared.path
-    }
-
-    /// Whether a change could be written now: the file's directory takes a new file, as every
-    /// write does first (what `/readyz` reports).
-    pub fn check(&self) -> Result<(), CacheError> {
-        let path = &self.shared.path;
-        tempfile::Builder::new()
-            .prefix(".cache-check")
-            .tempfile_in(directory_of(path))
-            .map(drop)
-            .map_err(|e| io_error(path, "write beside", e))
     }
 
     /// O(1), from memory; never waits for a write in progress.
@@ -174,12 +167,38 @@ impl SubscriptionCache {
     /// Stores `entry` (replacing one with the same `sub_id` where it stands, else appending it and
     /// dropping the oldest beyond capacity). Answers once the change is on disk.
     pub async fn insert(&self, entry: CacheEntry) -> Result<(), CacheError> {
-        self.change(Change::Insert(entry)).await.map(drop)
+        metrics::timed_store_write(STORE, "insert", self.change(Change::Insert(entry))).await.map(drop)
     }
 
     /// Removes the subscription's entry and answers it. Answers once the change is on disk.
     pub async fn remove(&self, sub_id: &SubscriptionId) -> Result<Option<CacheEntry>, CacheError> {
-        self.change(Change::Remove(sub_id.clone())).await
+        metrics::timed_store_write(STORE, "remove", self.change(Change::Remove(sub_id.clone()))).await
+    }
+
+    /// What start-up says of this store: the file (as an absolute path) and how full it is.
+    pub fn description(&self) -> String {
+        let path = std::path::absolute(self.path()).unwrap_or_else(|_| self.path().to_owned());
+        let entries = self.read();
+        format!(
+            "cache file {} ({} of at most {} subscriptions)",
+            path.display(),
+            entries.by_sub.len(),
+            entries.capacity
+        )
+    }
+
+    /// Whether a change can still be made durable (what `GET /readyz` asks): the writer thread
+    /// runs, the path is a file (or missing: the next write creates it), and its directory takes
+    /// a new file, as every write needs.
+    pub async fn check(&self) -> Result<(), CacheError> {
+        if self.shared.writer.is_finished() {
+            return Err(CacheError::WriterStopped { path: self.shared.path.clone() });
+        }
+        let path = self.shared.path.clone();
+        match tokio::task::spawn_blocking(move || probe(&path)).await {
+            Ok(result) => result,
+            Err(error) => Err(io_error(&self.shared.path, "check", io::Error::other(error.to_string()))),
+        }
     }
 
     /// Queues a change for the writer and waits for it to be durable. If the caller stops waiting,
@@ -477,6 +496,37 @@ fn json_kind(value: &Value) -> &'static str {
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
     }
+}
+
+/// The store's name in the metrics.
+const STORE: &str = "cache_file";
+
+/// [`SubscriptionCache::check`]'s look at the disk: `path` is a file or missing, and a small file
+/// can be created beside it (then removed; nothing is fsynced).
+fn probe(path: &Path) -> Result<(), CacheError> {
+    static NEXT_PROBE: AtomicU64 = AtomicU64::new(0);
+    match fs::metadata(path) {
+        Ok(metadata) if !metadata.is_file() => {
+            return Err(io_error(path, "use", io::Error::other("it is not a regular file")));
+        }
+        Ok(_) => {}
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+        Err(error) => return Err(io_error(path, "look at", error)),
+    }
+    let directory = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let n = NEXT_PROBE.fetch_add(1, Ordering::Relaxed);
+    let probe = directory.join(format!(".{name}.{}.probe{n}.tmp", std::process::id()));
+    let written = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .and_then(|mut file| file.write_all(b"[]"));
+    let _ = fs::remove_file(&probe);
+    written.map_err(|error| io_error(path, "create a file beside", error))
 }
 
 fn io_error(path: &Path, action: &'static str, error: io::Error) -> CacheError {

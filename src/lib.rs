@@ -14,7 +14,8 @@
 //! - [`store`]: where state lives, one interface over [`cache`] (the cache file, `CACHE_PATH`)
 //!   and [`postgres`] (`DATABASE_URL`);
 //! - [`settings`]: the settings and the `Secret` wrapper;
-//! - [`model`]: the small types shared by all of them.
+//! - [`model`]: the small types shared by all of them;
+//! - [`metrics`]: the counters and histograms `GET /metrics` shows, which any module may count in.
 
 pub mod billing;
 pub mod cache;
@@ -22,6 +23,7 @@ pub mod commands;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod licensespring;
+pub mod metrics;
 pub mod model;
 pub mod postgres;
 pub mod server;
@@ -42,7 +44,7 @@ use settings::Settings;
 /// Why the server could not start or stopped serving.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot listen on {address} (HOST, PORT): {source}")]
+    #[error("cannot listen on {address} (HOST, PORT): {source}{}", bind_hint(.source))]
     Bind { address: String, source: std::io::Error },
     /// The cache file is unreadable or not in the cache format, or the database cannot be
     /// reached or migrated (the message names the file or the database host).
@@ -57,12 +59,37 @@ pub enum StartError {
     Price { id: String, reason: String },
 }
 
+/// What a person can do about a failed bind, after the OS's reason.
+fn bind_hint(error: &std::io::Error) -> &'static str {
+    match error.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            ". Another program (or another copy of this server) listens there: stop it, or set PORT to a free port"
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            ". HOST is not an address of this machine: 127.0.0.1 serves this machine only, 0.0.0.0 every interface"
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            ". Ports below 1024 need privileges: set PORT to 1024 or above"
+        }
+        _ => "",
+    }
+}
+
 /// The application, built and listening, not yet serving: the one way the server starts, in
 /// `main`, the tests and the sandbox.
 pub struct App {
     listener: TcpListener,
     router: axum::Router,
     address: SocketAddr,
+    /// What start-up tells a person, besides the address.
+    facts: StartFacts,
+}
+
+/// What [`App::serve`] says at start, so that a person knows what is running where.
+struct StartFacts {
+    webhook_url: String,
+    store: String,
+    env_file: Option<std::path::PathBuf>,
 }
 
 impl App {
@@ -106,9 +133,14 @@ impl App {
             Some(url) => url.clone(),
             None => browsable_url(address),
         };
+        let facts = StartFacts {
+            webhook_url: format!("{}/webhooks", public_url.as_str().trim_end_matches('/')),
+            store: store.describe(),
+            env_file: settings.env_file.clone(),
+        };
         let state = web::AppState::new(settings, store, extras.panel, public_url);
         state.prices.load(state.billing.stripe()).await?;
-        Ok(App { listener, router: web::router(state, extras.routes), address })
+        Ok(App { listener, router: web::router(state, extras.routes), address, facts })
     }
 
     /// Where the app listens (the real port when `PORT=0`).
@@ -116,9 +148,18 @@ impl App {
         self.address
     }
 
-    /// Says where it listens, then serves until `shutdown` resolves (and requests in flight end).
+    /// Says where it listens, where Stripe must send webhooks, which store it uses and whether a
+    /// `.env` was read; then serves until `shutdown` resolves (and requests in flight end).
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
         tracing::info!("listening on http://{}", self.address);
+        let StartFacts { webhook_url, store, env_file } = &self.facts;
+        let events = webhook::HANDLED_EVENT_TYPES.join(",");
+        tracing::info!("Stripe webhook endpoint: {webhook_url} (events: {events})");
+        tracing::info!("store: {store}");
+        match env_file {
+            Some(path) => tracing::info!("settings: the environment, then {}", absolute(path).display()),
+            None => tracing::info!("settings: the environment only (no .env file read)"),
+        }
         server::serve(self.listener, self.router, shutdown).await.map_err(StartError::Serve)
     }
 
@@ -141,9 +182,25 @@ pub fn browsable_url(address: SocketAddr) -> url::Url {
         .expect("an IP and a port make a URL")
 }
 
-/// Sets up logging with the given filter (`RUST_LOG`); one line per request comes from the web layer.
-pub fn init_tracing(filter: &str) {
+/// `path` made absolute against the working directory (as given, if that cannot be known).
+fn absolute(path: &std::path::Path) -> std::path::PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
+}
+
+/// Sets up logging on standard output with the given filter (`RUST_LOG`) and format (`LOG_FORMAT`);
+/// one line per request comes from the web layer. In JSON, each line is one object: `timestamp`,
+/// `level`, `message` and the event's fields at the top level, and the request's fields (method,
+/// uri, event id and type, subscription, outcome, ...) under `span`.
+pub fn init_tracing(filter: &str, format: settings::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "info".into());
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi).try_init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let _ = match format {
+        settings::LogFormat::Text => {
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+            builder.with_ansi(ansi).try_init()
+        }
+        settings::LogFormat::Json => {
+            builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init()
+        }
+    };
 }

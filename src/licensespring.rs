@@ -33,6 +33,21 @@ pub enum LicenseSpringCall {
     EnableLicense,
 }
 
+impl LicenseSpringCall {
+    /// The call's name in the metrics (`operation` label).
+    pub fn operation(self) -> &'static str {
+        match self {
+            LicenseSpringCall::GenerateKey => "generate_license_key",
+            LicenseSpringCall::CreateOrder => "create_order",
+            LicenseSpringCall::FindLicense => "find_license",
+            LicenseSpringCall::RetrieveLicense => "retrieve_license",
+            LicenseSpringCall::UpdateLicense => "update_license",
+            LicenseSpringCall::DisableLicense => "disable_license",
+            LicenseSpringCall::EnableLicense => "enable_license",
+        }
+    }
+}
+
 impl fmt::Display for LicenseSpringCall {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -434,9 +449,8 @@ impl LicenseSpringClient {
                 LicenseSpringError::Transport { call, reason: self.redact(reason) }
             }
         };
-        let response = request.send().await.map_err(failed)?;
-        let status = response.status();
-        let body = response.bytes().await.map_err(failed)?.to_vec();
+        let upstream::Answer { status, body, .. } =
+            upstream::exchange("licensespring", call.operation(), request).await.map_err(failed)?;
         if status.is_success() {
             return Ok(body);
         }

@@ -73,7 +73,7 @@ async fn serve() -> u8 {
         Ok(settings) => settings,
         Err(error) => return settings_refused(&error),
     };
-    stripe_licensespring::init_tracing(&settings.log_filter);
+    stripe_licensespring::init_tracing(&settings.log_filter, settings.log_format);
     let app = match App::build(&settings).await {
         Ok(app) => app,
         Err(error) => return fail(error, 1),
@@ -90,7 +90,7 @@ async fn run_command(command: Command) -> u8 {
         Err(error) => return settings_refused(&error),
     };
     // Only warnings and errors: the commands print their own results.
-    stripe_licensespring::init_tracing("warn");
+    stripe_licensespring::init_tracing("warn", settings.log_format);
     match &command {
         Command::Check => return commands::check::run(&settings).await,
         Command::MigrateCache { from } => {
@@ -121,7 +121,7 @@ async fn demo() -> u8 {
         Ok(options) => options,
         Err(error) => return fail(error, exit::STOPPED),
     };
-    stripe_licensespring::init_tracing(&options.log_filter);
+    stripe_licensespring::init_tracing(&options.log_filter, options.log_format);
     match demo::run_demo(options).await {
         Ok(()) => exit::OK,
         Err(error) => fail(error, 1),

@@ -19,6 +19,7 @@ use serde_json::{Map, Value};
 use tokio_postgres::{NoTls, Row};
 
 use crate::cache::CacheEntry;
+use crate::metrics;
 use crate::model::{LicenseId, LicenseKey, SubscriptionId};
 use crate::settings::DatabaseUrl;
 use crate::store::{Delivery, DeliveryRecord};
@@ -42,6 +43,8 @@ const LOCK_WAIT: Duration = Duration::from_secs(15);
 const LOCK_NAMESPACE: i32 = 0x534c_5342;
 /// The lock migrations run under.
 const MIGRATION_LOCK: i64 = 0x534c_5342_0000_0001;
+/// The `store` label of this store's metrics.
+const STORE: &str = "postgres";
 /// Deliveries older than this are deleted at start (Stripe retries for three days).
 const DELIVERIES_KEPT_DAYS: i32 = 90;
 
@@ -190,6 +193,10 @@ impl PgStore {
     }
 
     pub async fn insert(&self, entry: &CacheEntry) -> Result<(), DatabaseError> {
+        metrics::timed_store_write(STORE, "insert", self.upsert(entry)).await
+    }
+
+    async fn upsert(&self, entry: &CacheEntry) -> Result<(), DatabaseError> {
         let extra = Value::Object(entry.extra.clone());
         self.statement(
             "INSERT INTO subscriptions (sub_id, license_key, interval, license_id, extra)
@@ -217,6 +224,10 @@ impl PgStore {
     }
 
     pub async fn remove(&self, sub_id: &SubscriptionId) -> Result<Option<CacheEntry>, DatabaseError> {
+        metrics::timed_store_write(STORE, "remove", self.delete(sub_id)).await
+    }
+
+    async fn delete(&self, sub_id: &SubscriptionId) -> Result<Option<CacheEntry>, DatabaseError> {
         let row = self
             .statement(
                 "DELETE FROM subscriptions WHERE sub_id = $1

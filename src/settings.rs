@@ -93,6 +93,34 @@ pub struct Settings {
     pub database_url: Option<DatabaseUrl>,
     /// Enables `/admin` (`ADMIN_TOKEN`).
     pub admin_token: Option<Secret>,
+    /// How log lines are written (`LOG_FORMAT`).
+    pub log_format: LogFormat,
+    /// The token `GET /metrics` asks for as `Authorization: Bearer` (`METRICS_TOKEN`); `None`:
+    /// `/metrics` is open, as is the custom.
+    pub metrics_token: Option<Secret>,
+    /// The `.env` file the settings were read from, when there was one.
+    pub env_file: Option<PathBuf>,
+}
+
+/// How log lines are written (`LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One human-readable line per event (the default).
+    #[default]
+    Text,
+    /// One JSON object per line, for a log collector.
+    Json,
+}
+
+impl LogFormat {
+    /// `text` or `json` (any case); `None` for anything else.
+    pub fn parse(text: &str) -> Option<LogFormat> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            _ => None,
+        }
+    }
 }
 
 /// `DATABASE_URL`, parsed. Holds a password: neither `Debug` nor [`DatabaseUrl::target`] shows it.
@@ -201,18 +229,28 @@ impl Settings {
     /// As [`Settings::from_env`], for the commands that do not receive webhooks (`reconcile`,
     /// `replay`, `check`): `STRIPE_SECRET` may be missing.
     pub fn from_env_for_commands() -> Result<Settings, SettingsError> {
-        let dotenv = read_dotenv(Path::new(".env"))?;
-        let lookup = |name: &str| std::env::var(name).ok().or_else(|| dotenv.get(name).cloned());
-        Settings::read(&lookup, Needs::NoWebhookSecret)
+        let path = Path::new(".env");
+        let dotenv = read_dotenv(path)?;
+        let lookup = |name: &str| {
+            std::env::var(name).ok().or_else(|| dotenv.as_ref().and_then(|values| values.get(name).cloned()))
+        };
+        let mut settings = Settings::read(&lookup, Needs::NoWebhookSecret)?;
+        settings.env_file = dotenv.map(|_| path.to_owned());
+        Ok(settings)
     }
 
-    /// Reads `env` first, then the dotenv file at `path` (which may be missing).
+    /// Reads `env` first, then the dotenv file at `path` (which may be missing; when it exists,
+    /// [`Settings::env_file`] names it).
     pub fn from_env_and_file(
         path: &Path,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Settings, SettingsError> {
         let dotenv = read_dotenv(path)?;
-        Settings::from_lookup(|name| env(name).or_else(|| dotenv.get(name).cloned()))
+        let mut settings = Settings::from_lookup(|name| {
+            env(name).or_else(|| dotenv.as_ref().and_then(|values| values.get(name).cloned()))
+        })?;
+        settings.env_file = dotenv.map(|_| path.to_owned());
+        Ok(settings)
     }
 
     /// Builds settings from any source of named values; all validation lives here.
@@ -355,6 +393,26 @@ impl Settings {
             ));
         }
 
+        let log_format = match reader.optional("LOG_FORMAT") {
+            None => Some(LogFormat::Text),
+            Some(text) => LogFormat::parse(&text).or_else(|| {
+                reader.problem(&format!("LOG_FORMAT: expected text or json, got {text:?}"));
+                None
+            }),
+        };
+        let metrics_token = reader.optional("METRICS_TOKEN").and_then(|token| {
+            // Said without quoting it: it is a secret.
+            if token.bytes().all(|b| b.is_ascii_graphic()) {
+                Some(Secret(token))
+            } else {
+                reader.problem(
+                    "METRICS_TOKEN: expected a token of visible ASCII characters without spaces \
+                     (a long random string), or unset",
+                );
+                None
+            }
+        });
+
         let database_url = reader.optional("DATABASE_URL").and_then(|text| match DatabaseUrl::parse(&text) {
             Ok(url) => Some(url),
             Err(expected) => {
@@ -399,16 +457,19 @@ impl Settings {
             log_filter,
             database_url,
             admin_token,
+            log_format: log_format.ok_or_else(missing)?,
+            metrics_token,
+            env_file: None,
         })
     }
 }
 
-/// Reads `.env` into a map without touching the process environment. A missing file is fine; a file
-/// that cannot be parsed is a settings problem, reported without its values.
-fn read_dotenv(path: &Path) -> Result<HashMap<String, String>, SettingsError> {
+/// Reads `.env` into a map without touching the process environment. A missing file is fine
+/// (`None`); a file that cannot be parsed is a settings problem, reported without its values.
+fn read_dotenv(path: &Path) -> Result<Option<HashMap<String, String>>, SettingsError> {
     let iter = match dotenvy::from_path_iter(path) {
         Ok(iter) => iter,
-        Err(error) if error.not_found() => return Ok(HashMap::new()),
+        Err(error) if error.not_found() => return Ok(None),
         Err(_) => {
             return Err(SettingsError { problems: vec![format!("{}: cannot be read", path.display())] });
         }
@@ -432,7 +493,7 @@ fn read_dotenv(path: &Path) -> Result<HashMap<String, String>, SettingsError> {
             }
         }
     }
-    Ok(values)
+    Ok(Some(values))
 }
 
 /// Whether the settings are for the server (which verifies webhooks) or for a command.
@@ -580,6 +641,8 @@ mod tests {
         assert_eq!(settings.cache_capacity, 100);
         assert_eq!(settings.webhook_tolerance, Duration::from_secs(300));
         assert_eq!(settings.log_filter, "info");
+        assert_eq!((settings.log_format, settings.metrics_token.is_none()), (LogFormat::Text, true));
+        assert_eq!(settings.env_file.as_deref(), Some(path.as_path()), "names the file it read");
     }
 
     #[test]
@@ -607,9 +670,9 @@ mod tests {
     fn a_missing_env_file_is_fine_when_the_environment_has_everything() {
         let dir = tempfile::tempdir().unwrap();
         let (_d, full) = write_env(&tutorial_env());
-        let from_file = read_dotenv(&full).unwrap();
+        let from_file = read_dotenv(&full).unwrap().expect("the file exists");
         let settings = Settings::from_env_and_file(&dir.path().join(".env"), |n| from_file.get(n).cloned());
-        assert!(settings.is_ok());
+        assert_eq!(settings.expect("valid").env_file, None, "no file was read");
     }
 
     #[test]
@@ -648,6 +711,8 @@ mod tests {
             ("RUST_LOG", "info,[[["),
             ("GRACE_DAYS", "400"),
             ("ACTIVATIONS_PER_SEAT", "0"),
+            ("LOG_FORMAT", "yaml"),
+            ("METRICS_TOKEN", "two words"),
         ]);
         let text = problems.join("\n");
         for expected in [
@@ -664,10 +729,13 @@ mod tests {
             "RUST_LOG: expected a log filter",
             "GRACE_DAYS: expected a whole number of days, 0 to 365",
             "ACTIVATIONS_PER_SEAT: expected a whole number, 1 to 10000, or unset, got \"0\"",
+            "LOG_FORMAT: expected text or json, got \"yaml\"",
+            "METRICS_TOKEN: expected a token of visible ASCII characters without spaces",
         ] {
             assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
         }
-        assert_eq!(problems.len(), 13, "{text}");
+        assert!(!text.contains("two words"), "the token is not quoted: {text}");
+        assert_eq!(problems.len(), 15, "{text}");
     }
 
     #[test]
@@ -730,11 +798,16 @@ mod tests {
             ("STRIPE_SECRET", WEBHOOK_SECRET),
             ("GRACE_DAYS", "3"),
             ("ACTIVATIONS_PER_SEAT", "2"),
+            ("LOG_FORMAT", " JSON "),
+            ("METRICS_TOKEN", "metricsTokenDoNotShow"),
         ];
         let lookup = |name: &str| values.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string());
         let settings = Settings::from_lookup(lookup).expect("valid");
         assert_eq!(settings.stripe_price_ids, ["price_monthly", "price_yearly"], "in order, once each");
         assert_eq!((settings.grace_days, settings.activations_per_seat), (3, Some(2)));
+        assert_eq!(settings.log_format, LogFormat::Json);
+        assert_eq!(settings.metrics_token.as_ref().map(Secret::expose), Some("metricsTokenDoNotShow"));
+        assert!(!format!("{settings:?}").contains("metricsTokenDoNotShow"), "redacted in Debug");
         let problems = problems_for(&[("STRIPE_PRODUCT", " , ")]);
         assert!(
             problems.iter().any(|p| p == "STRIPE_PRODUCT: expected at least one Stripe price id (price_...)")

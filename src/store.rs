@@ -104,7 +104,7 @@ impl Store {
     /// Which store, for people: `cache file cache.json`, `PostgreSQL at db.example.com:5432/billing`.
     pub fn describe(&self) -> String {
         match self {
-            Store::File { cache, .. } => format!("cache file {}", cache.path().display()),
+            Store::File { cache, .. } => cache.description(),
             Store::Snapshot { .. } => "a read-only copy of the cache file".to_owned(),
             Store::Postgres(db) => format!("PostgreSQL at {}", db.target()),
         }
@@ -197,7 +197,7 @@ impl Store {
     /// Whether the store can take changes now: what `/readyz` reports.
     pub async fn check(&self) -> Result<(), StoreError> {
         match self {
-            Store::File { cache, .. } => Ok(cache.check()?),
+            Store::File { cache, .. } => Ok(cache.check().await?),
             Store::Snapshot { .. } => Ok(()),
             Store::Postgres(db) => Ok(db.check().await?),
         }

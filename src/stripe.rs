@@ -463,19 +463,19 @@ impl StripeClient {
             line_items: [LineItem { price: price_id, quantity: 1 }],
             after_completion: AfterCompletion { kind: "redirect", redirect: Redirect { url: redirect_url } },
         };
-        self.post_form("/v1/payment_links", &form, None).await
+        self.post_form("create_payment_link", "/v1/payment_links", &form, None).await
     }
 
     /// `GET /v1/checkout/sessions/{id}`. Retries retryable failures briefly.
     pub async fn retrieve_checkout_session(&self, id: &str) -> Result<CheckoutSession, StripeError> {
         let path = format!("/v1/checkout/sessions/{}", path_segment(id)?);
-        with_retries(|| self.get(&path, &[])).await
+        with_retries(|| self.get("retrieve_checkout_session", &path, &[])).await
     }
 
     /// `GET /v1/customers/{id}`. Retries retryable failures briefly.
     pub async fn retrieve_customer(&self, id: &str) -> Result<Customer, StripeError> {
         let path = format!("/v1/customers/{}", path_segment(id)?);
-        with_retries(|| self.get(&path, &[])).await
+        with_retries(|| self.get("retrieve_customer", &path, &[])).await
     }
 
     /// `POST /v1/billing_portal/sessions`: a customer portal session for `customer`, whose back
@@ -487,7 +487,7 @@ impl StripeClient {
         return_url: &str,
     ) -> Result<PortalSession, StripeError> {
         let form = CreatePortalSession { customer, return_url };
-        self.post_form("/v1/billing_portal/sessions", &form, None).await
+        self.post_form("create_portal_session", "/v1/billing_portal/sessions", &form, None).await
     }
 
     /// `GET /v1/subscriptions/{id}?expand[]=latest_invoice`: the live subscription (its metadata
@@ -495,7 +495,7 @@ impl StripeClient {
     /// Retries retryable failures briefly, see [`RETRY_DELAYS`].
     pub async fn retrieve_subscription(&self, id: &SubscriptionId) -> Result<Subscription, StripeError> {
         let path = format!("/v1/subscriptions/{}", path_segment(id.as_str())?);
-        with_retries(|| self.get(&path, &[("expand[]", "latest_invoice")])).await
+        with_retries(|| self.get("retrieve_subscription", &path, &[("expand[]", "latest_invoice")])).await
     }
 
     /// One page of `GET /v1/subscriptions?status=all&price=..&limit=100&expand[]=data.latest_invoice`
@@ -512,7 +512,7 @@ impl StripeClient {
             ("expand[]", "data.latest_invoice"),
         ];
         query.extend(starting_after.map(|id| ("starting_after", id)));
-        with_retries(|| self.get("/v1/subscriptions", &query)).await
+        with_retries(|| self.get("list_subscriptions", "/v1/subscriptions", &query)).await
     }
 
     /// One page of `GET /v1/events` of these types created at `created_gte` or later, after the
@@ -528,14 +528,14 @@ impl StripeClient {
         query.push(("created[gte]", &created));
         query.push(("limit", PAGE_LIMIT));
         query.extend(starting_after.map(|id| ("starting_after", id)));
-        with_retries(|| self.get("/v1/events", &query)).await
+        with_retries(|| self.get("list_events", "/v1/events", &query)).await
     }
 
     /// `GET /v1/prices/{id}`: what the store shows on a subscribe button, and whether the price is
     /// recurring. Not retried: the caller reads the prices again later when Stripe did not answer.
     pub async fn retrieve_price(&self, id: &str) -> Result<Price, StripeError> {
         let path = format!("/v1/prices/{}", path_segment(id)?);
-        self.get(&path, &[]).await
+        self.get("retrieve_price", &path, &[]).await
     }
 
     /// `POST /v1/subscriptions/{id}` with `metadata[license_key]=..` (Stripe merges metadata, so
@@ -549,12 +549,14 @@ impl StripeClient {
         let path = format!("/v1/subscriptions/{}", path_segment(id.as_str())?);
         let form = LicenseKeyMetadata { metadata: LicenseKeyField { license_key } };
         let idempotency_key = new_idempotency_key();
-        with_retries(|| self.post_form(&path, &form, Some(&idempotency_key))).await
+        with_retries(|| self.post_form("update_subscription", &path, &form, Some(&idempotency_key))).await
     }
 
-    /// POSTs a form body with Stripe's nested-bracket encoding (`a[0][b]=c`).
+    /// POSTs a form body with Stripe's nested-bracket encoding (`a[0][b]=c`); `operation` names
+    /// the call in the metrics.
     pub(crate) async fn post_form<T: DeserializeOwned>(
         &self,
+        operation: &'static str,
         path: &str,
         form: &impl Serialize,
         idempotency_key: Option<&str>,
@@ -570,12 +572,14 @@ impl StripeClient {
         if let Some(key) = idempotency_key {
             request = request.header("Idempotency-Key", key);
         }
-        Self::read(request.send().await).await
+        Self::read(upstream::exchange("stripe", operation, request).await)
     }
 
-    /// GETs `path` with `query` (`expand[]` and the like, encoded as Stripe expects).
+    /// GETs `path` with `query` (`expand[]` and the like, encoded as Stripe expects); `operation`
+    /// names the call in the metrics.
     pub(crate) async fn get<T: DeserializeOwned>(
         &self,
+        operation: &'static str,
         path: &str,
         query: &[(&str, &str)],
     ) -> Result<T, StripeError> {
@@ -584,18 +588,15 @@ impl StripeClient {
         if !query.is_empty() {
             request = request.query(query);
         }
-        Self::read(request.send().await).await
+        Self::read(upstream::exchange("stripe", operation, request).await)
     }
 
-    async fn read<T: DeserializeOwned>(sent: reqwest::Result<reqwest::Response>) -> Result<T, StripeError> {
-        let response = sent.map_err(transport_error)?;
-        let status = response.status();
-        let should_retry = response
-            .headers()
+    fn read<T: DeserializeOwned>(answer: reqwest::Result<upstream::Answer>) -> Result<T, StripeError> {
+        let upstream::Answer { status, headers, body: bytes } = answer.map_err(transport_error)?;
+        let should_retry = headers
             .get("Stripe-Should-Retry")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<bool>().ok());
-        let bytes = response.bytes().await.map_err(transport_error)?;
         if status.is_success() {
             return serde_json::from_slice(&bytes).map_err(|e| StripeError::Unreadable(e.to_string()));
         }

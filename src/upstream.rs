@@ -1,10 +1,15 @@
 //! What the two upstream clients ([`crate::stripe`], [`crate::licensespring`]) share: one HTTP
-//! client setup, URLs under a configurable base, and the wording of transport failures and of
-//! answers that are not what was expected.
+//! client setup, one way to send a request (timed and counted in [`crate::metrics`]), URLs under a
+//! configurable base, and the wording of transport failures and of answers that are not what was
+//! expected.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use reqwest::header::HeaderMap;
+use reqwest::{RequestBuilder, StatusCode};
 use url::Url;
+
+use crate::metrics;
 
 /// The one HTTP client setup every upstream client uses: bounded connect and total time, no
 /// redirects (an upstream redirect is an error to see, not to follow with a changed method).
@@ -16,6 +21,38 @@ pub(crate) fn http_client(timeout: Duration) -> reqwest::Client {
         .pool_idle_timeout(Duration::from_secs(60))
         .build()
         .expect("the TLS backend is compiled in")
+}
+
+/// A whole upstream answer: its status, headers and body.
+pub(crate) struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+/// Sends `request` and reads its whole answer: the one place every upstream call goes through, so
+/// each is counted, by `upstream` (`stripe`, `licensespring`), `operation` (a fixed name, never an
+/// id) and status (the HTTP status, `timeout` or `error`), with the time it took.
+pub(crate) async fn exchange(
+    upstream: &'static str,
+    operation: &'static str,
+    request: RequestBuilder,
+) -> Result<Answer, reqwest::Error> {
+    let started = Instant::now();
+    let answer: Result<Answer, reqwest::Error> = async {
+        let response = request.send().await?;
+        let (status, headers) = (response.status(), response.headers().clone());
+        let body = response.bytes().await?.to_vec();
+        Ok(Answer { status, headers, body })
+    }
+    .await;
+    let status = match &answer {
+        Ok(answer) => answer.status.as_str(),
+        Err(error) if error.is_timeout() => "timeout",
+        Err(_) => "error",
+    };
+    metrics::upstream_call(upstream, operation, status, started.elapsed());
+    answer
 }
 
 /// `path` under `base`, keeping any path the base has (`http://host/stripe` + `/v1/x`). The

@@ -31,6 +31,7 @@ async fn a_person_buys_renews_is_declined_pauses_resumes_and_cancels_in_the_sand
         port: 0,
         cache_path: None,
         log_filter: "info".to_owned(),
+        log_format: Default::default(),
     })
     .await
     .expect("the sandbox starts");

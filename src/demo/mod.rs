@@ -31,7 +31,7 @@ use url::Url;
 pub use panel::{DELIVERY_WAIT, DemoPanel, SandboxRow, SandboxView};
 pub use simulators::{ORDER_BASE_STRING, Simulators};
 
-use crate::settings::{DEFAULT_CACHE_PATH, DEFAULT_HOST, DEFAULT_PORT, Secret, Settings};
+use crate::settings::{DEFAULT_CACHE_PATH, DEFAULT_HOST, DEFAULT_PORT, LogFormat, Secret, Settings};
 use crate::{App, StartError, web};
 
 /// The simulator's webhook retry delays in the sandbox: short, so a failed delivery is retried
@@ -68,6 +68,7 @@ pub struct DemoOptions {
     /// `None`: a temporary file, removed when the sandbox stops.
     pub cache_path: Option<PathBuf>,
     pub log_filter: String,
+    pub log_format: LogFormat,
 }
 
 /// Every unusable sandbox setting.
@@ -78,7 +79,7 @@ pub struct DemoOptionsError {
 }
 
 impl DemoOptions {
-    /// Reads `HOST`, `PORT`, `CACHE_PATH` and `RUST_LOG` from the process environment.
+    /// Reads `HOST`, `PORT`, `CACHE_PATH`, `RUST_LOG` and `LOG_FORMAT` from the process environment.
     pub fn from_env() -> Result<DemoOptions, DemoOptionsError> {
         DemoOptions::from_lookup(|name| std::env::var(name).ok())
     }
@@ -106,8 +107,15 @@ impl DemoOptions {
             problems
                 .push(format!("RUST_LOG: expected a log filter such as info or debug, got {log_filter:?}"));
         }
+        let log_format = match value("LOG_FORMAT") {
+            None => LogFormat::Text,
+            Some(text) => LogFormat::parse(&text).unwrap_or_else(|| {
+                problems.push(format!("LOG_FORMAT: expected text or json, got {text:?}"));
+                LogFormat::Text
+            }),
+        };
         if problems.is_empty() {
-            Ok(DemoOptions { host, port, cache_path, log_filter })
+            Ok(DemoOptions { host, port, cache_path, log_filter, log_format })
         } else {
             Err(DemoOptionsError { problems })
         }
@@ -296,7 +304,8 @@ mod tests {
                 host: "127.0.0.1".to_owned(),
                 port: 5000,
                 cache_path: None,
-                log_filter: "info".to_owned()
+                log_filter: "info".to_owned(),
+                log_format: LogFormat::Text,
             }
         );
     }

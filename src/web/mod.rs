@@ -1,10 +1,12 @@
-//! HTTP routes: the home page, payment links, health, and the Stripe webhook endpoint.
+//! HTTP routes: the home page, payment links, health, readiness and metrics, and the Stripe
+//! webhook endpoint.
 //!
 //! What a deployment adds (the sandbox's panel and its controls, in demo mode) comes in from
 //! outside as a [`StorePanel`] and a router of its own: this module depends on nothing above it.
 
 mod admin;
 mod buyer;
+mod ops;
 mod store;
 mod webhooks;
 
@@ -91,6 +93,8 @@ pub struct AppContext {
     pub webhook_tolerance: Duration,
     /// Enables `/admin` (`ADMIN_TOKEN`).
     pub admin_token: Option<Secret>,
+    /// What `/metrics` asks for as `Authorization: Bearer` (`METRICS_TOKEN`), when set.
+    pub metrics_token: Option<Secret>,
     pub billing: Billing,
     /// One permit per large webhook body held in memory ([`MAX_BODIES_IN_MEMORY`]).
     pub body_permits: tokio::sync::Semaphore,
@@ -111,6 +115,7 @@ impl AppState {
             webhook_secrets: settings.webhook_secrets.clone(),
             webhook_tolerance: settings.webhook_tolerance,
             admin_token: settings.admin_token.clone(),
+            metrics_token: settings.metrics_token.clone(),
             billing: Billing::from_settings(settings, store),
             body_permits: tokio::sync::Semaphore::new(MAX_BODIES_IN_MEMORY),
             panel,
@@ -147,6 +152,7 @@ pub fn router(state: AppState, extra_routes: Router) -> Router {
         .route("/favicon.svg", get(favicon))
         .route("/healthz", get(healthz))
         .merge(webhooks::router())
+        .merge(ops::router())
         .with_state(state)
         .merge(extra_routes)
         .fallback(not_found)
@@ -159,6 +165,8 @@ pub fn router(state: AppState, extra_routes: Router) -> Router {
                 .on_failure(()),
         )
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
+        // Outermost, so that it sees the timeout's 503 too.
+        .layer(axum::middleware::from_fn(ops::count_webhook_5xx))
 }
 
 /// Each request's span: the handlers fill in what they learn (a webhook's event, subscription and

@@ -13,8 +13,9 @@ use serde_json::json;
 
 use super::{AppState, BODY_READ_TIMEOUT, MAX_BODY_BYTES, SMALL_BODY_BYTES, note};
 use crate::billing::BillingError;
+use crate::metrics;
 use crate::store::StoreError;
-use crate::webhook::{self, Event, EventError, SignatureError};
+use crate::webhook::{self, Event, EventError, HANDLED_EVENT_TYPES, SignatureError};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/webhooks", post(receive).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)))
@@ -71,12 +72,14 @@ async fn receive(State(state): State<AppState>, request: Request) -> Response {
         Ok(Ok(body)) => body,
         // Over MAX_BODY_BYTES (413) or a broken upload: answered before anything looks at it.
         Ok(Err(rejection)) => {
+            metrics::webhook(OTHER, "rejected");
             note("outcome", &"rejected");
             note("error", &rejection.body_text());
             return (rejection.status(), Json(json!({ "error": rejection.body_text() }))).into_response();
         }
         Err(_) => {
             let error = format!("the body was not received within {} s", BODY_READ_TIMEOUT.as_secs());
+            metrics::webhook(OTHER, "rejected");
             note("outcome", &"rejected");
             note("error", &error);
             return (StatusCode::REQUEST_TIMEOUT, Json(json!({ "error": error }))).into_response();
@@ -85,6 +88,7 @@ async fn receive(State(state): State<AppState>, request: Request) -> Response {
     let event = match verified_event(&state, signature.as_ref(), &body) {
         Ok(event) => event,
         Err(error) => {
+            metrics::webhook(OTHER, "rejected");
             note("outcome", &"rejected");
             note("error", &error);
             return Answer::Rejected(error).into_response();
@@ -96,19 +100,32 @@ async fn receive(State(state): State<AppState>, request: Request) -> Response {
     if let Some(subscription) = event.subscription() {
         note("subscription", subscription);
     }
+    let event_type = event_type_label(&event.event_type);
     let answer = match state.billing.handle_event(&event).await {
         Ok(outcome) => {
+            metrics::webhook(event_type, outcome.label());
             note("outcome", &outcome.label());
             note("detail", &outcome);
             Answer::Handled
         }
         Err(error) => {
+            metrics::webhook(event_type, "failed");
             note("outcome", &"failed");
             note("error", &error);
             Answer::Failed(error)
         }
     };
     answer.into_response()
+}
+
+/// The metrics' name for deliveries of a type this server does not handle, or refused before
+/// their type was known.
+const OTHER: &str = "other";
+
+/// An event type as a metrics label: one of the handled types, else [`OTHER`], so that whatever
+/// types Stripe sends, the number of series stays fixed.
+fn event_type_label(event_type: &str) -> &'static str {
+    HANDLED_EVENT_TYPES.iter().find(|handled| **handled == event_type).copied().unwrap_or(OTHER)
 }
 
 /// Why a delivery was refused (400). The messages name the failed check, never a secret.

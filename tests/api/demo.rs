@@ -11,7 +11,13 @@ use stripe_licensespring::demo::{Demo, DemoOptions, start_demo};
 use crate::helpers::*;
 
 fn sandbox_options() -> DemoOptions {
-    DemoOptions { host: "127.0.0.1".to_owned(), port: 0, cache_path: None, log_filter: "info".to_owned() }
+    DemoOptions {
+        host: "127.0.0.1".to_owned(),
+        port: 0,
+        cache_path: None,
+        log_filter: "info".to_owned(),
+        log_format: Default::default(),
+    }
 }
 
 fn client() -> reqwest::Client {

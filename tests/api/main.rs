@@ -12,6 +12,7 @@ mod helpers;
 mod home;
 mod licensespring_client;
 mod lifecycle;
+mod ops;
 #[path = "../common/postgres.rs"]
 mod postgres;
 #[path = "../common/server_process.rs"]

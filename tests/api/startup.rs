@@ -111,7 +111,9 @@ async fn a_missing_cache_file_is_created_empty_at_start() {
     assert_eq!(std::fs::read_to_string(&path).expect("created"), "[]");
 }
 
-#[tokio::test]
+// Multi-threaded: the simulators must answer the server's start (it reads the prices) while
+// `ServerProcess::spawn` blocks this thread waiting for it; on one thread that read timed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_as_a_child_process_handles_a_webhook_and_reports_its_resources() {
     use sim::licensespring::LicenseSpringSimConfig;
     use sim::stripe::StripeSimConfig;
@@ -188,4 +190,102 @@ async fn a_price_stripe_does_not_have_or_that_is_not_recurring_stops_the_start_n
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(&format!("STRIPE_PRODUCT: the price {price} {reason}")), "{stderr}");
     }
+}
+
+/// Waits (5 s at most) until `server` has logged a line containing `text`; answers the log.
+async fn log_with(server: &crate::server_process::ServerProcess, text: &str) -> Vec<String> {
+    let started = Instant::now();
+    while !server.log().iter().any(|line| line.contains(text)) && started.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.log()
+}
+
+// Multi-threaded: the simulators must answer the server's start while `spawn` waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_up_names_the_address_the_webhook_url_the_store_and_the_env_file_read() {
+    use sim::licensespring::LicenseSpringSimConfig;
+    use sim::stripe::StripeSimConfig;
+    use stripe_licensespring::demo::Simulators;
+
+    use crate::server_process::ServerProcess;
+
+    let simulators =
+        Simulators::start(StripeSimConfig::default(), LicenseSpringSimConfig::default(), WEBHOOK_SECRET)
+            .await
+            .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().canonicalize().unwrap();
+    std::fs::create_dir(home.join("state")).unwrap();
+    // Half the settings in .env, half in the environment; the cache path relative to the directory.
+    let (in_file, mut env): (Vec<_>, Vec<_>) = simulators
+        .settings()
+        .into_iter()
+        .partition(|(name, _)| name == "STRIPE_SECRET" || name == "PRODUCT_SHORT_CODE");
+    let dotenv: String = in_file.iter().map(|(name, value)| format!("{name}={value}\n")).collect();
+    std::fs::write(home.join(".env"), dotenv).unwrap();
+    env.push(("CACHE_PATH".to_owned(), "state/cache.json".to_owned()));
+    env.push(("PUBLIC_URL".to_owned(), "https://shop.example.com/store/".to_owned()));
+    env.push(("RUST_LOG".to_owned(), "info".to_owned()));
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_stripe-licensespring"));
+
+    let server = ServerProcess::spawn(binary, &home, &env).unwrap();
+    let log = log_with(&server, "settings: ").await.join("\n");
+    assert!(log.contains(&format!("listening on http://{}", server.address)), "{log}");
+    assert!(
+        log.contains(
+            "Stripe webhook endpoint: https://shop.example.com/store/webhooks (events: invoice.paid,"
+        ),
+        "the URL to give Stripe, under PUBLIC_URL: {log}"
+    );
+    let cache = home.join("state/cache.json");
+    assert!(log.contains(&format!("store: cache file {} (0 of at most 100", cache.display())), "{log}");
+    assert!(
+        log.contains(&format!("settings: the environment, then {}", home.join(".env").display())),
+        "{log}"
+    );
+    drop(server);
+
+    // No .env: said so; without PUBLIC_URL the webhook URL is the address itself.
+    std::fs::remove_file(home.join(".env")).unwrap();
+    env.extend(in_file);
+    env.retain(|(name, _)| name != "PUBLIC_URL");
+    let server = ServerProcess::spawn(binary, &home, &env).unwrap();
+    let log = log_with(&server, "settings: ").await.join("\n");
+    assert!(log.contains(&format!("Stripe webhook endpoint: http://{}/webhooks", server.address)), "{log}");
+    assert!(log.contains("settings: the environment only (no .env file read)"), "{log}");
+}
+
+#[test]
+fn a_port_in_use_stops_the_start_naming_port() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let settings =
+        TestSettings::new("http://127.0.0.1:9", "http://127.0.0.1:9").set("PORT", &port.to_string());
+    let mut command = binary();
+    command.current_dir(settings.dir.path());
+    for (name, value) in &settings.values {
+        command.env(name, value);
+    }
+    let output = command.output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&format!("cannot listen on 127.0.0.1:{port} (HOST, PORT)")), "{stderr}");
+    assert!(stderr.contains("stop it, or set PORT to a free port"), "{stderr}");
+    drop(taken);
+}
+
+#[test]
+fn with_no_settings_at_all_the_sandbox_is_suggested() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = binary().current_dir(dir.path()).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("STRIPE_PRIVATE_KEY: missing"), "{stderr}");
+    assert!(stderr.contains("To try it without any account: stripe-licensespring --demo"), "{stderr}");
+
+    // One setting given: a start that went wrong, not a first try; no suggestion.
+    let output = binary().current_dir(dir.path()).env("STRIPE_PRODUCT", "price_1").output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("--demo"));
 }

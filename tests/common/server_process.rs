@@ -48,7 +48,9 @@ impl ServerProcess {
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
                     if let (Some(tx), Some(rest)) = (&tx, line.split("listening on http://").nth(1)) {
-                        let _ = tx.send(rest.trim().to_owned());
+                        // The address ends the text line; in a JSON line, a quote follows it.
+                        let address = rest.split(|c: char| c == '"' || c.is_whitespace()).next();
+                        let _ = tx.send(address.unwrap_or_default().to_owned());
                     }
                     log.lock().expect("log").push(line);
                 }

@@ -183,9 +183,18 @@ async fn a_database_restart_is_answered_5xx_then_everything_converges() {
     }
     let renewal = upstreams.stripe.renew(&before).expect("renewed");
     assert!(deliver(&http, &server.url(""), &renewal).await.expect("answered").is_server_error());
+    let readyz = http.get(server.url("/readyz")).send().await.expect("answered");
+    assert_eq!(readyz.status(), 503, "not ready while the database is away");
+    let why = readyz.text().await.expect("a body");
+    assert!(why.contains("database at 127.0.0.1:"), "{why}");
 
-    // It comes back: the redeliveries complete everything, with no restart of the server.
+    // It comes back: ready again, and the redeliveries complete everything, with no restart.
     proxy.restore();
+    let started = Instant::now();
+    while http.get(server.url("/readyz")).send().await.expect("answered").status() != 200 {
+        assert!(started.elapsed() < Duration::from_secs(20), "ready again once the database is back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     for (_, event) in &during {
         deliver_until_ok(&http, &server.url(""), event, 20).await;
     }
