@@ -837,6 +837,23 @@ mod tests {
         }
         assert!(debug.contains("[redacted]"));
         assert_eq!(settings.stripe_secret_key.to_string(), "[redacted]");
+
+        let with_database = Settings::from_env_and_file(&path, |name| {
+            let values = [
+                ("DATABASE_URL", "postgres://billing:dbPasswordDoNotShow@db.internal:6432/billing"),
+                ("ADMIN_TOKEN", "adminTokenDoNotShow0123"),
+            ];
+            values.iter().find(|(key, _)| *key == name).map(|(_, value)| (*value).to_owned())
+        })
+        .unwrap();
+        let debug = format!("{with_database:?} {with_database:#?}");
+        assert!(
+            !debug.contains("dbPasswordDoNotShow") && !debug.contains("adminTokenDoNotShow0123"),
+            "{debug}"
+        );
+        let url = with_database.database_url.as_ref().unwrap();
+        assert_eq!(url.target(), "db.internal:6432/billing", "the host, for messages");
+        assert!(debug.contains("db.internal:6432/billing"));
     }
 
     #[test]

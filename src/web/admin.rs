@@ -14,13 +14,12 @@ use axum::Form;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use base64::Engine;
 use chrono::NaiveDate;
 use hmac::{Hmac, KeyInit, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
 
-use super::AppState;
+use super::{AppState, auth};
 use crate::model::SubscriptionId;
 use crate::settings::Secret;
 use crate::store::DeliveryRecord;
@@ -159,7 +158,7 @@ pub async fn sync(State(state): State<AppState>, headers: HeaderMap, Form(form):
         Ok(token) => token,
         Err(refusal) => return refusal.into_response(),
     };
-    if cross_site(&headers) || !same_secret(form.csrf.as_bytes(), csrf_token(token).as_bytes()) {
+    if cross_site(&headers) || !auth::same_secret(form.csrf.as_bytes(), csrf_token(token).as_bytes()) {
         return (StatusCode::FORBIDDEN, "refused: this form must be sent from the admin page itself")
             .into_response();
     }
@@ -207,36 +206,10 @@ impl IntoResponse for Refusal {
 /// The admin token, when the request carries it.
 fn check_access<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<&'a Secret, Refusal> {
     let Some(token) = &state.admin_token else { return Err(Refusal::Disabled) };
-    match presented_token(headers) {
-        Some(presented) if same_secret(&presented, token.expose().as_bytes()) => Ok(token),
+    match auth::bearer(headers).or_else(|| auth::basic_password(headers)) {
+        Some(presented) if auth::is_token(&presented, token) => Ok(token),
         _ => Err(Refusal::Unauthorized),
     }
-}
-
-/// The token in `Authorization`: a Bearer token, or a Basic password.
-fn presented_token(headers: &HeaderMap) -> Option<Vec<u8>> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
-    let (scheme, credentials) = value.split_once(' ')?;
-    if scheme.eq_ignore_ascii_case("bearer") {
-        return Some(credentials.trim().as_bytes().to_vec());
-    }
-    if scheme.eq_ignore_ascii_case("basic") {
-        let decoded = base64::engine::general_purpose::STANDARD.decode(credentials.trim()).ok()?;
-        let colon = decoded.iter().position(|&b| b == b':')?;
-        return Some(decoded[colon + 1..].to_vec());
-    }
-    None
-}
-
-/// Equal, in time independent of where they differ (and of their lengths): both are MACed first.
-pub(crate) fn same_secret(presented: &[u8], expected: &[u8]) -> bool {
-    let mac = |data: &[u8]| {
-        let mut mac = Hmac::<Sha256>::new_from_slice(b"stripe-licensespring token comparison")
-            .expect("HMAC takes any key length");
-        mac.update(data);
-        mac
-    };
-    mac(presented).verify_slice(&mac(expected).finalize().into_bytes()).is_ok()
 }
 
 /// The Sync form's token: derived from `ADMIN_TOKEN`, so only someone who has it can make one.
@@ -268,24 +241,4 @@ fn is_subscription_id(text: &str) -> bool {
         && text.strip_prefix("sub_").is_some_and(|rest| {
             !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
         })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn both_schemes_carry_the_token() {
-        let headers = |value: &str| {
-            let mut headers = HeaderMap::new();
-            headers.insert(header::AUTHORIZATION, value.parse().unwrap());
-            headers
-        };
-        let basic = base64::engine::general_purpose::STANDARD.encode("anyone:t0ken:with:colons");
-        assert_eq!(presented_token(&headers(&format!("Basic {basic}"))).unwrap(), b"t0ken:with:colons");
-        assert_eq!(presented_token(&headers("bearer t0ken")).unwrap(), b"t0ken");
-        assert_eq!(presented_token(&headers("Digest x")), None);
-        assert!(same_secret(b"t0ken", b"t0ken"));
-        assert!(!same_secret(b"t0ke", b"t0ken") && !same_secret(b"", b"t0ken"));
-    }
 }

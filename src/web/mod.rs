@@ -5,6 +5,7 @@
 //! outside as a [`StorePanel`] and a router of its own: this module depends on nothing above it.
 
 mod admin;
+mod auth;
 mod buyer;
 mod ops;
 mod store;

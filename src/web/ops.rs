@@ -3,23 +3,24 @@
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use sha2::{Digest, Sha256};
 
-use super::{AppState, note};
+use super::{AppState, auth, note};
 use crate::metrics;
-use crate::settings::Secret;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/metrics", get(metrics_page)).route("/readyz", get(readyz))
 }
 
 async fn metrics_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let allowed = state.metrics_token.as_ref().is_none_or(|token| bearer_matches(&headers, token));
+    let allowed = state
+        .metrics_token
+        .as_ref()
+        .is_none_or(|token| auth::bearer(&headers).is_some_and(|given| auth::is_token(&given, token)));
     if !allowed {
         note("outcome", &"unauthorized");
         return (
@@ -45,25 +46,6 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Whether `Authorization` is `Bearer <token>` (the scheme in any case). The comparison takes the
-/// same time wherever the two differ: both sides are hashed, then every byte of the digests is
-/// compared.
-fn bearer_matches(headers: &HeaderMap, token: &Secret) -> bool {
-    let Some(given) = headers.get(AUTHORIZATION).map(|value| value.as_bytes()) else {
-        return false;
-    };
-    let Some((scheme, credentials)) = given.split_at_checked(7) else {
-        return false;
-    };
-    if !scheme.eq_ignore_ascii_case(b"bearer ") {
-        return false;
-    }
-    let given = Sha256::digest(credentials.trim_ascii());
-    let expected = Sha256::digest(token.expose().as_bytes());
-    let difference = given.iter().zip(expected.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b));
-    std::hint::black_box(difference) == 0
-}
-
 /// Counts every `/webhooks` delivery answered 5xx, wherever the answer came from (the handler, or
 /// the request timeout, which is why this wraps the whole router).
 pub(super) async fn count_webhook_5xx(request: Request, next: Next) -> Response {
@@ -73,28 +55,4 @@ pub(super) async fn count_webhook_5xx(request: Request, next: Next) -> Response 
         metrics::webhook_5xx();
     }
     response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn with(value: &str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert(AUTHORIZATION, value.parse().expect("a header value"));
-        headers
-    }
-
-    #[test]
-    fn only_the_right_bearer_token_matches() {
-        let token = Secret::new("s3cr3t-Token");
-        assert!(bearer_matches(&with("Bearer s3cr3t-Token"), &token));
-        assert!(bearer_matches(&with("bearer s3cr3t-Token"), &token), "the scheme in any case");
-        for wrong in
-            ["Bearer s3cr3t-token", "Bearer s3cr3t-Token2", "Bearer ", "Basic s3cr3t-Token", "s3cr3t-Token"]
-        {
-            assert!(!bearer_matches(&with(wrong), &token), "{wrong:?}");
-        }
-        assert!(!bearer_matches(&HeaderMap::new(), &token), "no header");
-    }
 }

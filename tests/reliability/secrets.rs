@@ -19,11 +19,22 @@ const LICENSESPRING_KEY: &str = "SeCrEtLs.SECRETlicensespringKEYw4Rt8Yh2Nm6Kd";
 const OLD_WEBHOOK_SECRET: &str = "whsec_SECRETwebhookOLDm3Vb7Xc";
 const SHARED_KEY: &str = "SECRETsharedKEYp5Gt1Wz";
 const UUID: &str = "5ec2e7a1-9f3b-4c2d-8e1f-5ec2e75ec2e7";
+const ADMIN_TOKEN: &str = "SECRETadminTOKENk8Jd2Qw5";
+const METRICS_TOKEN: &str = "SECRETmetricsTOKENr3Hs9Lp1";
 
 /// Each secret, and its distinctive part without the well-known prefix (a masked or re-encoded
 /// copy would still hold that).
 fn needles() -> Vec<&'static str> {
-    let secrets = [STRIPE_KEY, LICENSESPRING_KEY, WEBHOOK_SECRET, OLD_WEBHOOK_SECRET, SHARED_KEY, UUID];
+    let secrets = [
+        STRIPE_KEY,
+        LICENSESPRING_KEY,
+        WEBHOOK_SECRET,
+        OLD_WEBHOOK_SECRET,
+        SHARED_KEY,
+        UUID,
+        ADMIN_TOKEN,
+        METRICS_TOKEN,
+    ];
     let cores = [
         "SECRETstripeKEYq7Zp3Lx9",
         "SECRETlicensespringKEYw4Rt8Yh2Nm6Kd",
@@ -48,6 +59,8 @@ async fn no_secret_appears_in_any_log_line_or_response_body() {
         ("UUID", UUID),
         ("API_URL", "https://api.licensespring.com"),
         ("UPSTREAM_TIMEOUT_SECS", "1"),
+        ("ADMIN_TOKEN", ADMIN_TOKEN),
+        ("METRICS_TOKEN", METRICS_TOKEN),
     ];
     let server = home.spawn(&upstreams, &[&secret_settings[..], &[("RUST_LOG", "trace")]].concat());
     let http = http_client();
@@ -105,6 +118,26 @@ async fn no_secret_appears_in_any_log_line_or_response_body() {
     assert_eq!(webhook(&renewal, WEBHOOK_SECRET, now - 3600).await, 400, "replayed");
     let deleted = upstreams.stripe.cancel(&subscription).expect("canceled");
     assert_eq!(webhook(&deleted, WEBHOOK_SECRET, now).await, 200, "deleted");
+
+    // The operator's pages, with the right token, a wrong one and none.
+    for (path, authorization, status) in [
+        ("/admin", Some(format!("Bearer {ADMIN_TOKEN}")), 200),
+        ("/admin?failed=1", Some(format!("Bearer {ADMIN_TOKEN}")), 200),
+        ("/admin", Some("Bearer SECRETadminTOKENk8Jd2Qw".to_owned()), 401),
+        ("/admin", None, 401),
+        ("/metrics", Some(format!("Bearer {METRICS_TOKEN}")), 200),
+        ("/metrics", None, 401),
+        ("/readyz", None, 200),
+    ] {
+        let mut request = http.get(server.url(path));
+        if let Some(authorization) = authorization {
+            request = request.header("authorization", authorization);
+        }
+        let response = request.send().await.expect("answered");
+        assert_eq!(response.status().as_u16(), status, "{path}");
+        seen.push(format!("{:?}", response.headers()));
+        seen.push(response.text().await.expect("a body"));
+    }
 
     // The log is read by a background thread: give it the last lines.
     tokio::time::sleep(Duration::from_millis(300)).await;
