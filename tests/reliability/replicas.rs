@@ -46,6 +46,11 @@ async fn the_same_first_invoice_at_three_replicas_at_once_makes_one_license() {
     let Some(database) = TestDatabase::create().await else { return };
     let upstreams = upstreams().await;
     let servers = replicas(&upstreams, &database.url, 3, &[]);
+    let said = servers[0].1.log().join("\n");
+    let url: url::Url = database.url.parse().expect("a URL");
+    let host = url.host_str().expect("a host");
+    let store_line = format!("store: PostgreSQL at {host}:{}/{}", url.port().unwrap_or(5432), database.name);
+    assert!(said.contains(&store_line), "start-up names the database, not the password:\n{said}");
     let http = http_client();
     let mut subscriptions = Vec::new();
     for _ in 0..5 {
