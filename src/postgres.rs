@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime};
 use serde_json::{Map, Value};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use crate::cache::CacheEntry;
@@ -72,6 +73,40 @@ pub struct PgStore {
 impl std::fmt::Debug for PgStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PgStore").field("target", &self.target).finish_non_exhaustive()
+    }
+}
+
+const LOCK_SQL: &str = "SELECT pg_advisory_lock($1, hashtext($2))";
+const UNLOCK_SQL: &str = "SELECT pg_advisory_unlock($1, hashtext($2))";
+const REPEAT_SQL: &str =
+    "UPDATE deliveries SET attempts = attempts + 1, last_seen = now() WHERE event_id = $1 AND handled";
+const RECORD_SQL: &str =
+    "INSERT INTO deliveries (event_id, event_type, subscription_id, outcome, error, handled)
+     VALUES ($1, $2, $3, $4, $5, $6)
+     ON CONFLICT (event_id) DO UPDATE SET outcome = EXCLUDED.outcome, error = EXCLUDED.error,
+         handled = deliveries.handled OR EXCLUDED.handled, last_seen = now(),
+         attempts = deliveries.attempts + 1,
+         subscription_id = coalesce(EXCLUDED.subscription_id, deliveries.subscription_id)";
+
+/// A delivery as [`RECORD_SQL`]'s parameters.
+struct DeliveryValues<'a> {
+    delivery: &'a Delivery<'a>,
+    subscription: Option<&'a str>,
+    handled: bool,
+}
+
+impl<'a> DeliveryValues<'a> {
+    fn of(delivery: &'a Delivery<'a>) -> DeliveryValues<'a> {
+        DeliveryValues {
+            delivery,
+            subscription: delivery.subscription.map(|s| s.0.as_str()),
+            handled: delivery.handled(),
+        }
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 6] {
+        let d = self.delivery;
+        [&d.event_id, &d.event_type, &self.subscription, &d.outcome, &d.error, &self.handled]
     }
 }
 
@@ -285,18 +320,36 @@ impl PgStore {
         self.within(limit, async { work.await.map_err(|e| self.failed(&e)) }).await
     }
 
-    /// Waits (at most [`LOCK_WAIT`]) until no other process runs a flow of `sub_id`.
-    pub async fn lock(&self, sub_id: &SubscriptionId) -> Result<SubscriptionLock, DatabaseError> {
+    /// Waits (at most [`LOCK_WAIT`]) until no other process runs a flow of `sub_id`. With an
+    /// event, also answers whether that event was handled already (counting the repeat): asked
+    /// on the same connection right behind the lock, so in the same round trip, and only once the
+    /// lock is held (so it sees what the previous holder recorded).
+    pub async fn lock(
+        &self,
+        sub_id: &SubscriptionId,
+        event_id: Option<&str>,
+    ) -> Result<(SubscriptionLock, bool), DatabaseError> {
         let started = tokio::time::Instant::now();
         let client = self.locks.get().await.map_err(|e| self.pool_error(e))?;
         let left = LOCK_WAIT.saturating_sub(started.elapsed());
-        let locked = tokio::time::timeout(
-            left,
-            client.execute("SELECT pg_advisory_lock($1, hashtext($2))", &[&LOCK_NAMESPACE, &sub_id.0]),
-        )
-        .await;
-        match locked {
-            Ok(Ok(_)) => Ok(SubscriptionLock { client: Some(client), sub_id: sub_id.0.clone() }),
+        let work = async {
+            let (lock, repeat) =
+                tokio::try_join!(client.prepare_cached(LOCK_SQL), client.prepare_cached(REPEAT_SQL))?;
+            let lock_params: [&(dyn ToSql + Sync); 2] = [&LOCK_NAMESPACE, &sub_id.0];
+            let locked = client.execute(&lock, &lock_params);
+            match event_id {
+                None => locked.await.map(|_| false),
+                Some(event_id) => {
+                    let repeat_params: [&(dyn ToSql + Sync); 1] = [&event_id];
+                    let (_, repeated) = tokio::try_join!(locked, client.execute(&repeat, &repeat_params))?;
+                    Ok(repeated > 0)
+                }
+            }
+        };
+        match tokio::time::timeout(left, work).await {
+            Ok(Ok(handled)) => {
+                Ok((SubscriptionLock { client: Some(client), sub_id: sub_id.0.clone() }, handled))
+            }
             failed => {
                 // The request may still be waiting in the database: closing the connection
                 // withdraws it (and would release a lock granted meanwhile).
@@ -312,43 +365,51 @@ impl PgStore {
     /// Whether this event was handled already; if so, counts the repeat.
     pub async fn repeat_if_handled(&self, event_id: &str) -> Result<bool, DatabaseError> {
         let updated = self
-            .statement(
-                "UPDATE deliveries SET attempts = attempts + 1, last_seen = now()
-                 WHERE event_id = $1 AND handled",
-                async |client, statement| client.execute(statement, &[&event_id]).await,
-            )
+            .statement(REPEAT_SQL, async |client, statement| client.execute(statement, &[&event_id]).await)
             .await?;
         Ok(updated > 0)
     }
 
+    /// Records what a delivery did (for an event of no subscription: no lock is held).
     pub async fn record_delivery(&self, delivery: &Delivery<'_>) -> Result<(), DatabaseError> {
-        let subscription = delivery.subscription.map(|s| s.0.as_str());
-        let handled = delivery.handled();
-        self.statement(
-            "INSERT INTO deliveries (event_id, event_type, subscription_id, outcome, error, handled)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (event_id) DO UPDATE SET outcome = EXCLUDED.outcome, error = EXCLUDED.error,
-                 handled = deliveries.handled OR EXCLUDED.handled, last_seen = now(),
-                 attempts = deliveries.attempts + 1,
-                 subscription_id = coalesce(EXCLUDED.subscription_id, deliveries.subscription_id)",
-            async |client, statement| {
-                client
-                    .execute(
-                        statement,
-                        &[
-                            &delivery.event_id,
-                            &delivery.event_type,
-                            &subscription,
-                            &delivery.outcome,
-                            &delivery.error,
-                            &handled,
-                        ],
-                    )
-                    .await
-            },
-        )
+        let values = DeliveryValues::of(delivery);
+        self.statement(RECORD_SQL, async |client, statement| {
+            client.execute(statement, &values.params()).await
+        })
         .await
         .map(drop)
+    }
+
+    /// Records what a delivery did and releases its subscription's lock, in one round trip on the
+    /// lock's connection (the record is committed before the lock is let go).
+    pub async fn record_and_unlock(
+        &self,
+        mut lock: SubscriptionLock,
+        delivery: &Delivery<'_>,
+    ) -> Result<(), DatabaseError> {
+        let Some(client) = lock.client.take() else { return self.record_delivery(delivery).await };
+        let values = DeliveryValues::of(delivery);
+        let work = async {
+            let (record, unlock) =
+                tokio::try_join!(client.prepare_cached(RECORD_SQL), client.prepare_cached(UNLOCK_SQL))?;
+            let (record_params, unlock_params): (_, [&(dyn ToSql + Sync); 2]) =
+                (values.params(), [&LOCK_NAMESPACE, &lock.sub_id]);
+            let (_, row) = tokio::try_join!(
+                client.execute(&record, &record_params),
+                client.query_one(&unlock, &unlock_params),
+            )?;
+            Ok::<bool, tokio_postgres::Error>(row.get(0))
+        };
+        let answer = tokio::time::timeout(STATEMENT_TIMEOUT, work).await;
+        if !matches!(answer, Ok(Ok(true))) {
+            // Not known to be released: close the connection, which releases it for sure.
+            drop(Object::take(client));
+        }
+        match answer {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(self.failed(&error)),
+            Err(_) => Err(DatabaseError::Timeout { target: self.target.clone(), after: STATEMENT_TIMEOUT }),
+        }
     }
 
     /// The latest deliveries, newest first; only those not handled with `failed_only`.
@@ -448,7 +509,7 @@ impl Drop for SubscriptionLock {
         let unlock = async move {
             let unlocked = tokio::time::timeout(
                 STATEMENT_TIMEOUT,
-                client.query_one("SELECT pg_advisory_unlock($1, hashtext($2))", &[&LOCK_NAMESPACE, &sub_id]),
+                client.query_one(UNLOCK_SQL, &[&LOCK_NAMESPACE, &sub_id]),
             )
             .await;
             if !matches!(unlocked, Ok(Ok(ref row)) if row.get::<_, bool>(0)) {

@@ -154,12 +154,30 @@ impl Store {
     pub async fn lock(&self, sub_id: &SubscriptionId) -> Result<StoreLock, StoreError> {
         match self {
             Store::File { .. } | Store::Snapshot { .. } => Ok(StoreLock::Local),
-            Store::Postgres(db) => Ok(StoreLock::Database(Box::new(db.lock(sub_id).await?))),
+            Store::Postgres(db) => Ok(StoreLock::Database(Box::new(db.lock(sub_id, None).await?.0))),
         }
     }
 
-    /// Whether this event was handled already (by any replica, before any restart, with
-    /// PostgreSQL); if so, the repeat is counted.
+    /// As [`Store::lock`], for a delivery of `event_id`: also answers whether that event was
+    /// handled already (by any replica, before any restart, with PostgreSQL), counting the repeat.
+    pub async fn lock_for_event(
+        &self,
+        sub_id: &SubscriptionId,
+        event_id: &str,
+    ) -> Result<(StoreLock, bool), StoreError> {
+        match self {
+            Store::File { deliveries, .. } | Store::Snapshot { deliveries, .. } => {
+                Ok((StoreLock::Local, deliveries.repeat_if_handled(event_id, Utc::now())))
+            }
+            Store::Postgres(db) => {
+                let (lock, handled) = db.lock(sub_id, Some(event_id)).await?;
+                Ok((StoreLock::Database(Box::new(lock)), handled))
+            }
+        }
+    }
+
+    /// Whether this event (of no subscription, so taken without a lock) was handled already; if
+    /// so, the repeat is counted.
     pub async fn delivery_handled(&self, event_id: &str) -> Result<bool, StoreError> {
         match self {
             Store::File { deliveries, .. } | Store::Snapshot { deliveries, .. } => {
@@ -169,14 +187,22 @@ impl Store {
         }
     }
 
-    /// Records what a delivery's flow did (a retry of a failed one updates its record).
-    pub async fn record_delivery(&self, delivery: &Delivery<'_>) -> Result<(), StoreError> {
-        match self {
-            Store::File { deliveries, .. } | Store::Snapshot { deliveries, .. } => {
+    /// Records what a delivery's flow did (a retry of a failed one updates its record), then
+    /// releases `lock` (the record is in the store before another flow may look for it).
+    pub async fn record_delivery(
+        &self,
+        delivery: &Delivery<'_>,
+        lock: Option<StoreLock>,
+    ) -> Result<(), StoreError> {
+        match (self, lock) {
+            (Store::File { deliveries, .. } | Store::Snapshot { deliveries, .. }, _) => {
                 deliveries.record(delivery, Utc::now());
                 Ok(())
             }
-            Store::Postgres(db) => Ok(db.record_delivery(delivery).await?),
+            (Store::Postgres(db), Some(StoreLock::Database(lock))) => {
+                Ok(db.record_and_unlock(*lock, delivery).await?)
+            }
+            (Store::Postgres(db), _) => Ok(db.record_delivery(delivery).await?),
         }
     }
 

@@ -255,11 +255,15 @@ impl Billing {
     /// is recorded as a delivery.
     pub async fn handle_event(&self, event: &Event) -> Result<Outcome, BillingError> {
         let subscription = event.subscription();
-        let _lock = match subscription {
-            Some(subscription) => Some(self.lock(subscription).await?),
-            None => None,
+        let (_local_lock, store_lock, handled) = match subscription {
+            Some(subscription) => {
+                let local = self.locks.lock(subscription).await;
+                let (store_lock, handled) = self.store.lock_for_event(subscription, &event.id).await?;
+                (Some(local), Some(store_lock), handled)
+            }
+            None => (None, None, self.store.delivery_handled(&event.id).await?),
         };
-        if self.store.delivery_handled(&event.id).await? {
+        if handled {
             return Ok(Outcome::Duplicate);
         }
         let result = match &event.kind {
@@ -276,7 +280,7 @@ impl Billing {
             outcome: result.as_ref().map_or("failed", Outcome::label),
             error: result.as_ref().err().map(ToString::to_string),
         };
-        match self.store.record_delivery(&delivery).await {
+        match self.store.record_delivery(&delivery, store_lock).await {
             Ok(()) => result,
             // The flow's own failure is what to answer; a record that could not be written after
             // a success is answered 5xx, and the redelivery finds the work done.
