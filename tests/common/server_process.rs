@@ -83,7 +83,7 @@ impl ServerProcess {
 
     /// User plus system CPU time the process has used, from `/proc/<pid>/stat`.
     pub fn cpu_time(&self) -> Option<Duration> {
-        cpu_time_in_stat(&std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).ok()?)
+        process_cpu_time(self.pid())
     }
 
     /// User plus system CPU time of the process's threads with this name (e.g. `cache-writer`).
@@ -131,6 +131,11 @@ impl Drop for ServerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// User plus system CPU time process `pid` has used, from `/proc/<pid>/stat`; `None` once it exited.
+pub fn process_cpu_time(pid: u32) -> Option<Duration> {
+    cpu_time_in_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
 /// utime + stime of a `/proc/.../stat` line. Fields after the command name (which may hold spaces)
