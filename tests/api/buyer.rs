@@ -6,7 +6,7 @@ use reqwest::Method;
 use sim::stripe::{CheckoutPayment, SimEvent};
 use sim::{Fault, FaultKind};
 
-use crate::flows::World;
+use crate::flows::{StoreKind, World, postgres_available};
 use crate::helpers::*;
 
 const EMAIL: &str = "jane@example.com";
@@ -25,45 +25,46 @@ fn orders_created(world: &World) -> usize {
     world.licensespring_calls(Method::POST, "/create_order/")
 }
 
-#[tokio::test]
-async fn the_thank_you_page_before_the_webhook_makes_the_license_and_the_webhook_finds_it_done() {
-    let world = World::start().await;
-    let (session, subscription) = world.stripe.buy(PRICE_ID, EMAIL, Some("Jane Doe")).unwrap();
+on_both_stores!(
+    the_thank_you_page_before_the_webhook_makes_the_license_and_the_webhook_finds_it_done,
+    |store| {
+        let world = World::start_on(store).await;
+        let (session, subscription) = world.stripe.buy(PRICE_ID, EMAIL, Some("Jane Doe")).unwrap();
 
-    let (status, page) = thank_you(&world, &session).await;
-    assert_eq!(status, 200, "{page}");
-    let license = world.license_of(&subscription);
-    assert!(
-        page.contains(&format!(
-            r#"<code id="license-key" class="license-key">{}</code>"#,
-            license.license_key
-        )),
-        "{page}"
-    );
-    assert!(
-        page.contains(&format!(r#"<dd class="valid-until">{}</dd>"#, world.period_end(&subscription))),
-        "{page}"
-    );
-    assert!(page.contains(&format!(r#"<dd class="product">{PRODUCT_CODE}</dd>"#)), "{page}");
-    assert!(page.contains("USD 5.00 / month"), "the plan: {page}");
-    assert!(
-        page.contains(r#"<button type="submit" class="manage-billing">Manage billing</button>"#),
-        "{page}"
-    );
-    assert!(license.enabled);
-    assert_eq!(world.key_in_stripe(&subscription).as_deref(), Some(license.license_key.as_str()));
+        let (status, page) = thank_you(&world, &session).await;
+        assert_eq!(status, 200, "{page}");
+        let license = world.license_of(&subscription);
+        assert!(
+            page.contains(&format!(
+                r#"<code id="license-key" class="license-key">{}</code>"#,
+                license.license_key
+            )),
+            "{page}"
+        );
+        assert!(
+            page.contains(&format!(r#"<dd class="valid-until">{}</dd>"#, world.period_end(&subscription))),
+            "{page}"
+        );
+        assert!(page.contains(&format!(r#"<dd class="product">{PRODUCT_CODE}</dd>"#)), "{page}");
+        assert!(page.contains("USD 5.00 / month"), "the plan: {page}");
+        assert!(
+            page.contains(r#"<button type="submit" class="manage-billing">Manage billing</button>"#),
+            "{page}"
+        );
+        assert!(license.enabled);
+        assert_eq!(world.key_in_stripe(&subscription).as_deref(), Some(license.license_key.as_str()));
 
-    // The webhooks come after: the work is found done.
-    for event in events_of(&world, &subscription) {
-        world.deliver_ok(&event).await;
+        // The webhooks come after: the work is found done.
+        for event in events_of(&world, &subscription) {
+            world.deliver_ok(&event).await;
+        }
+        assert_eq!(orders_created(&world), 1, "one order");
+        assert_eq!(world.license_of(&subscription).license_key, license.license_key, "the same license");
     }
-    assert_eq!(orders_created(&world), 1, "one order");
-    assert_eq!(world.license_of(&subscription).license_key, license.license_key, "the same license");
-}
+);
 
-#[tokio::test]
-async fn the_thank_you_page_after_the_webhook_shows_the_same_key_and_makes_no_second_order() {
-    let world = World::start().await;
+on_both_stores!(the_thank_you_page_after_the_webhook_shows_the_same_key_and_makes_no_second_order, |store| {
+    let world = World::start_on(store).await;
     let (session, subscription) = world.stripe.buy(PRICE_ID, EMAIL, None).unwrap();
     for event in events_of(&world, &subscription) {
         world.deliver_ok(&event).await;
@@ -75,12 +76,11 @@ async fn the_thank_you_page_after_the_webhook_shows_the_same_key_and_makes_no_se
         assert!(page.contains(license.license_key.as_str()), "{page}");
     }
     assert_eq!(orders_created(&world), 1);
-}
+});
 
-#[tokio::test]
-async fn two_browsers_and_the_webhook_at_the_same_moment_make_exactly_one_license() {
+on_both_stores!(two_browsers_and_the_webhook_at_the_same_moment_make_exactly_one_license, |store| {
     for _run in 0..3 {
-        let world = World::start().await;
+        let world = World::start_on(store).await;
         let (session, subscription) = world.stripe.buy(PRICE_ID, EMAIL, None).unwrap();
         let first_invoice = world.last_event_of(&subscription, "invoice.paid");
         let (one, two, webhook) = tokio::join!(
@@ -97,11 +97,10 @@ async fn two_browsers_and_the_webhook_at_the_same_moment_make_exactly_one_licens
         assert_eq!(world.licensespring.licenses().len(), 1, "exactly one license");
         assert_eq!(world.licensespring.orders().len(), 1, "exactly one order");
     }
-}
+});
 
-#[tokio::test]
-async fn a_checkout_that_is_not_paid_gets_a_clear_page_and_creates_nothing() {
-    let world = World::start().await;
+on_both_stores!(a_checkout_that_is_not_paid_gets_a_clear_page_and_creates_nothing, |store| {
+    let world = World::start_on(store).await;
     let link = world.app.get("/create-payment-link").await.json::<serde_json::Value>().await.unwrap();
     let link_id = world.stripe.payment_links().pop().expect("a link").id;
     assert!(link["url"].as_str().unwrap().contains(&link_id));
@@ -143,11 +142,10 @@ async fn a_checkout_that_is_not_paid_gets_a_clear_page_and_creates_nothing() {
     }
     assert_eq!(world.app.get("/thank-you").await.status(), 400, "no session_id at all");
     assert_eq!(world.stripe.request_count(), asked, "Stripe was not asked");
-}
+});
 
-#[tokio::test]
-async fn a_payment_that_settles_later_gets_its_key_on_the_next_reload() {
-    let world = World::start().await;
+on_both_stores!(a_payment_that_settles_later_gets_its_key_on_the_next_reload, |store| {
+    let world = World::start_on(store).await;
     world.app.get("/create-payment-link").await;
     let link_id = world.stripe.payment_links().pop().expect("a link").id;
     let session = world.stripe.open_checkout(&link_id).unwrap();
@@ -158,11 +156,10 @@ async fn a_payment_that_settles_later_gets_its_key_on_the_next_reload() {
     let (status, page) = thank_you(&world, &session).await;
     assert_eq!(status, 200);
     assert!(page.contains(r#"class="license-key""#), "{page}");
-}
+});
 
-#[tokio::test]
-async fn upstream_failures_get_a_readable_page_without_the_upstreams_words() {
-    let world = World::start().await;
+on_both_stores!(upstream_failures_get_a_readable_page_without_the_upstreams_words, |store| {
+    let world = World::start_on(store).await;
     let (session, _subscription) = world.stripe.buy(PRICE_ID, EMAIL, None).unwrap();
     world.stripe.add_fault(
         Fault::new(
@@ -186,11 +183,10 @@ async fn upstream_failures_get_a_readable_page_without_the_upstreams_words() {
     assert!(!page.contains("db down") && !page.contains(LICENSESPRING_KEY), "{page}");
     let (status, page) = thank_you(&world, &session).await;
     assert_eq!(status, 200, "the reload completes it: {page}");
-}
+});
 
-#[tokio::test]
-async fn the_order_names_the_buyer_so_licensesprings_emails_reach_them() {
-    let world = World::start().await;
+on_both_stores!(the_order_names_the_buyer_so_licensesprings_emails_reach_them, |store| {
+    let world = World::start_on(store).await;
     let (_session, subscription) = world.stripe.buy(PRICE_ID, EMAIL, Some("Jane Q. Doe")).unwrap();
     world.deliver_ok(&world.last_event_of(&subscription, "invoice.paid")).await;
     let order = world.licensespring.orders().pop().expect("an order");
@@ -200,11 +196,10 @@ async fn the_order_names_the_buyer_so_licensesprings_emails_reach_them() {
         (customer.first_name.as_deref(), customer.last_name.as_deref()),
         (Some("Jane Q."), Some("Doe"))
     );
-}
+});
 
-#[tokio::test]
-async fn a_buyer_without_an_email_still_gets_a_license() {
-    let world = World::start().await;
+on_both_stores!(a_buyer_without_an_email_still_gets_a_license, |store| {
+    let world = World::start_on(store).await;
     let (_subscription, first) = world.subscribe(PRICE_ID);
     let mut event = first.json();
     event["data"]["object"]["customer_email"] = serde_json::Value::Null;
@@ -217,11 +212,10 @@ async fn a_buyer_without_an_email_still_gets_a_license() {
     let order = world.licensespring.orders().pop().expect("an order");
     assert!(order.customer.is_none(), "no customer without an email");
     assert_eq!(world.licensespring.licenses().len(), 1, "a license all the same");
-}
+});
 
-#[tokio::test]
-async fn manage_billing_opens_the_customer_portal_of_that_checkouts_customer() {
-    let world = World::start().await;
+on_both_stores!(manage_billing_opens_the_customer_portal_of_that_checkouts_customer, |store| {
+    let world = World::start_on(store).await;
     let (session, _subscription) = world.stripe.buy(PRICE_ID, EMAIL, None).unwrap();
     let customer = world.stripe.checkout_session(&session).unwrap().customer.expect("a customer");
     let response = world.app.post_form("/billing-portal", &[("session_id", session.as_str())]).await;
@@ -244,4 +238,4 @@ async fn manage_billing_opens_the_customer_portal_of_that_checkouts_customer() {
     let refused = world.app.post_form("/billing-portal", &[("session_id", "nope")]).await;
     assert_eq!(refused.status(), 400);
     assert_eq!(world.stripe.portal_sessions().len(), 1, "no other portal session");
-}
+});

@@ -11,14 +11,15 @@ use stripe_licensespring::licensespring::{LicenseSpringClient, NewLicenseTerms};
 use stripe_licensespring::model::LicenseKey;
 use stripe_licensespring::settings::Secret;
 
-use crate::flows::{World, WorldOptions};
+use crate::flows::{StoreKind, World, WorldOptions, postgres_available};
 use crate::helpers::*;
 use crate::spec_table::{Policy, assert_license_follows};
 
 const POLICY: Policy = Policy { grace_days: 0, activations_per_seat: Some(2) };
 
-async fn world() -> World {
+async fn world_on(store: StoreKind) -> World {
     World::start_with(WorldOptions {
+        store,
         settings: vec![("STRIPE_PRODUCT", PRICE_ID.to_owned()), ("ACTIVATIONS_PER_SEAT", "2".to_owned())],
         ..WorldOptions::default()
     })
@@ -59,9 +60,8 @@ fn line_of<'a>(stdout: &'a str, needle: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no line about {needle}:\n{stdout}"))
 }
 
-#[tokio::test]
-async fn each_kind_of_drift_is_found_then_repaired_and_a_second_run_is_clean() {
-    let world = world().await;
+on_both_stores!(each_kind_of_drift_is_found_then_repaired_and_a_second_run_is_clean, |store| {
+    let world = world_on(store).await;
     let missing = world.stripe.create_subscription(PRICE_ID).unwrap(); // its webhooks never came
     let extension_lost = in_step(&world, SubscribeOptions::default()).await;
     world.stripe.renew(&extension_lost).unwrap();
@@ -129,11 +129,10 @@ async fn each_kind_of_drift_is_found_then_repaired_and_a_second_run_is_clean() {
         );
     }
     assert!(!world.licensespring.license(ghost.0).expect("the ghost").enabled, "the orphan is disabled");
-}
+});
 
-#[tokio::test]
-async fn one_failure_is_reported_and_the_run_goes_on() {
-    let world = world().await;
+on_both_stores!(one_failure_is_reported_and_the_run_goes_on, |store| {
+    let world = world_on(store).await;
     let first = in_step(&world, SubscribeOptions::default()).await;
     let second = in_step(&world, SubscribeOptions::default()).await;
     world.stripe.renew(&first).unwrap();
@@ -152,11 +151,10 @@ async fn one_failure_is_reported_and_the_run_goes_on() {
     world.licensespring.clear_faults();
     let (status, stdout, _) = run(&world, &["reconcile", "--apply"]).await;
     assert_eq!(status, Some(0), "the next run repairs the rest: {stdout}");
-}
+});
 
-#[tokio::test]
-async fn reconcile_pages_through_every_subscription_and_license() {
-    let world = world().await;
+on_both_stores!(reconcile_pages_through_every_subscription_and_license, |store| {
+    let world = world_on(store).await;
     for _ in 0..230 {
         in_step(&world, SubscribeOptions::default()).await;
     }
@@ -180,11 +178,10 @@ async fn reconcile_pages_through_every_subscription_and_license() {
     assert!(lists[1].query.as_deref().unwrap_or_default().contains("starting_after=sub_"), "{:?}", lists[1]);
     let license_pages = world.licensespring_calls(Method::GET, "/api/v1/licenses/");
     assert!(license_pages >= 3, "100 licenses a page: {license_pages}");
-}
+});
 
-#[tokio::test]
-async fn a_lost_week_of_events_is_replayed_oldest_first() {
-    let world = world().await;
+on_both_stores!(a_lost_week_of_events_is_replayed_oldest_first, |store| {
+    let world = world_on(store).await;
     let subscriptions: Vec<String> = {
         let mut made = Vec::new();
         for _ in 0..4 {
@@ -220,11 +217,11 @@ async fn a_lost_week_of_events_is_replayed_oldest_first() {
     let (status, _, stderr) = run(&world, &["replay", "--since", "2020-01-01"]).await;
     assert_eq!(status, Some(2));
     assert!(stderr.contains("Stripe keeps events for 30 days"), "{stderr}");
-}
+});
 
 #[tokio::test]
 async fn check_asks_each_upstream_one_question() {
-    let world = world().await;
+    let world = world_on(StoreKind::CacheFile).await;
     let (status, stdout, _) = run(&world, &["check"]).await;
     assert_eq!(status, Some(0), "{stdout}");
     assert!(
@@ -257,7 +254,7 @@ async fn check_asks_each_upstream_one_question() {
 
 #[tokio::test]
 async fn the_binary_has_help_a_version_and_names_an_unknown_option() {
-    let world = world().await;
+    let world = world_on(StoreKind::CacheFile).await;
     let (status, stdout, _) = run(&world, &["--help"]).await;
     assert_eq!(status, Some(0));
     for command in ["reconcile", "replay", "check", "--demo", "--version"] {

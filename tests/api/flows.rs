@@ -336,17 +336,19 @@ on_both_stores!(renewal_extends_to_the_new_period_end_and_repeats_change_nothing
     assert_eq!(world.licensespring.licenses().len(), 1);
 });
 
-#[tokio::test]
-async fn renewal_in_the_older_payload_generation_extends_too() {
-    let world =
-        World::start_with(WorldOptions { generation: ApiGeneration::Acacia, ..WorldOptions::default() })
-            .await;
+on_both_stores!(renewal_in_the_older_payload_generation_extends_too, |store| {
+    let world = World::start_with(WorldOptions {
+        store,
+        generation: ApiGeneration::Acacia,
+        ..WorldOptions::default()
+    })
+    .await;
     let (subscription, first) = world.subscribe(PRICE_ID);
     world.deliver_ok(&first).await;
     let renewal = world.stripe.renew(&subscription).unwrap();
     world.deliver_ok(&renewal).await;
     assert_eq!(world.license_of(&subscription).validity_period, Some(world.period_end(&subscription)));
-}
+});
 
 on_both_stores!(deletion_disables_with_one_billing_cycle_for_each_interval, |store| {
     let world = World::start_on(store).await;
@@ -506,20 +508,18 @@ on_both_stores!(a_failed_create_order_is_completed_by_the_redelivery, |store| {
     assert_eq!(world.license_of(&subscription).license_key.as_str(), key, "the retry reused the key");
 });
 
-#[tokio::test]
-async fn a_create_order_whose_answer_was_lost_is_recognised_as_done() {
-    let world = World::start().await;
+on_both_stores!(a_create_order_whose_answer_was_lost_is_recognised_as_done, |store| {
+    let world = World::start_on(store).await;
     let (subscription, first) = world.subscribe(PRICE_ID);
     // LicenseSpring creates the order but the answer is a 500.
     world.licensespring.add_fault(Fault::new("/create_order/", FaultKind::json(500, "{}")).after_effect());
     fails_then_recovers(&world, &first).await;
     assert_licensed(&world, &subscription).await;
     assert_eq!(world.licensespring.orders().len(), 1);
-}
+});
 
-#[tokio::test]
-async fn a_failed_metadata_update_is_completed_by_the_redelivery() {
-    let world = World::start().await;
+on_both_stores!(a_failed_metadata_update_is_completed_by_the_redelivery, |store| {
+    let world = World::start_on(store).await;
     let (subscription, first) = world.subscribe(PRICE_ID);
     world.stripe.add_fault(
         Fault::new(
@@ -531,11 +531,10 @@ async fn a_failed_metadata_update_is_completed_by_the_redelivery() {
     );
     fails_then_recovers(&world, &first).await;
     assert_licensed(&world, &subscription).await;
-}
+});
 
-#[tokio::test]
-async fn a_failed_license_lookup_is_completed_by_the_redelivery() {
-    let mut world = World::start().await;
+on_both_stores!(a_failed_license_lookup_is_completed_by_the_redelivery, |store| {
+    let mut world = World::start_on(store).await;
     let (subscription, first) = world.subscribe(PRICE_ID);
     world.deliver_ok(&first).await;
     world.restart_with_empty_cache().await;
@@ -545,11 +544,11 @@ async fn a_failed_license_lookup_is_completed_by_the_redelivery() {
     let renewal = world.stripe.renew(&subscription).unwrap();
     fails_then_recovers(&world, &renewal).await;
     assert_eq!(world.license_of(&subscription).validity_period, Some(world.period_end(&subscription)));
-}
+});
 
-#[tokio::test]
-async fn a_create_order_answer_without_license_ids_is_handled() {
+on_both_stores!(a_create_order_answer_without_license_ids_is_handled, |store| {
     let world = World::start_with(WorldOptions {
+        store,
         licensespring: LicenseSpringSimConfig {
             api_key: LICENSESPRING_KEY.to_owned(),
             products: vec![PRODUCT_CODE.to_owned()],
@@ -565,11 +564,10 @@ async fn a_create_order_answer_without_license_ids_is_handled() {
     let renewal = world.stripe.renew(&subscription).unwrap();
     world.deliver_ok(&renewal).await;
     assert_eq!(world.license_of(&subscription).validity_period, Some(world.period_end(&subscription)));
-}
+});
 
-#[tokio::test]
-async fn unknown_events_and_one_off_invoices_call_no_upstream() {
-    let world = World::start().await;
+on_both_stores!(unknown_events_and_one_off_invoices_call_no_upstream, |store| {
+    let world = World::start_on(store).await;
     let (_subscription, first) = world.subscribe(PRICE_ID);
     let before = (world.stripe.request_count(), world.licensespring.request_count());
 
@@ -592,11 +590,10 @@ async fn unknown_events_and_one_off_invoices_call_no_upstream() {
 
     assert_eq!((world.stripe.request_count(), world.licensespring.request_count()), before);
     assert!(world.licensespring.licenses().is_empty());
-}
+});
 
-#[tokio::test]
-async fn the_first_invoice_of_an_already_canceled_subscription_leaves_the_license_disabled() {
-    let world = World::start().await;
+on_both_stores!(the_first_invoice_of_an_already_canceled_subscription_leaves_the_license_disabled, |store| {
+    let world = World::start_on(store).await;
     let (subscription, first) = world.subscribe(PRICE_ID);
     // Out of order: the cancellation arrives before the first invoice.
     let deleted = world.stripe.cancel(&subscription).unwrap();
@@ -609,7 +606,7 @@ async fn the_first_invoice_of_an_already_canceled_subscription_leaves_the_licens
     // The cancellation delivered again now finds the license and leaves it as it is.
     world.deliver_ok(&deleted).await;
     assert!(!world.license_of(&subscription).enabled);
-}
+});
 
 on_both_stores!(a_renewal_before_its_first_invoice_waits_for_it, |store| {
     let world = World::start_on(store).await;
@@ -623,11 +620,10 @@ on_both_stores!(a_renewal_before_its_first_invoice_waits_for_it, |store| {
     assert_eq!(world.license_of(&subscription).validity_period, Some(world.period_end(&subscription)));
 });
 
-#[tokio::test]
-async fn an_order_holding_another_key_is_adopted_and_stripe_follows_it() {
+on_both_stores!(an_order_holding_another_key_is_adopted_and_stripe_follows_it, |store| {
     // The race: an earlier attempt created the order with key B, but a late metadata write left A in
     // Stripe. The license is what the customer has, so Stripe's metadata must end up saying B.
-    let world = World::start().await;
+    let world = World::start_on(store).await;
     let (subscription, first) = world.subscribe(PRICE_ID);
     let http = reqwest::Client::new();
     world.write_key_in_stripe(&subscription, "AAAA-AAAA-AAAA-AAAA").await;
@@ -647,15 +643,14 @@ async fn an_order_holding_another_key_is_adopted_and_stripe_follows_it() {
     let license = world.license_of(&subscription);
     assert_eq!(license.license_key.as_str(), "BBBB-BBBB-BBBB-BBBB");
     assert_eq!(world.key_in_stripe(&subscription).as_deref(), Some("BBBB-BBBB-BBBB-BBBB"));
-    assert_eq!(world.cache()[0]["license_key"], "BBBB-BBBB-BBBB-BBBB");
+    assert_eq!(world.stored().await[0]["license_key"], "BBBB-BBBB-BBBB-BBBB");
     assert_eq!(world.licensespring.licenses().len(), 1);
-}
+});
 
-#[tokio::test]
-async fn a_license_whose_key_never_reached_stripe_is_found_through_its_order() {
+on_both_stores!(a_license_whose_key_never_reached_stripe_is_found_through_its_order, |store| {
     // The cache is lost and Stripe's metadata has no key: the order this server made still leads
     // to the license, so a renewal extends it instead of waiting forever.
-    let mut world = World::start().await;
+    let mut world = World::start_on(store).await;
     let (subscription, first) = world.subscribe(PRICE_ID);
     world.deliver_ok(&first).await;
     // An empty value deletes the key, as with Stripe.
@@ -666,4 +661,4 @@ async fn a_license_whose_key_never_reached_stripe_is_found_through_its_order() {
     let renewal = world.stripe.renew(&subscription).unwrap();
     world.deliver_ok(&renewal).await;
     assert_eq!(world.license_of(&subscription).validity_period, Some(world.period_end(&subscription)));
-}
+});

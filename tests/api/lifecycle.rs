@@ -18,10 +18,6 @@ const GRACE_DAYS: u32 = 3;
 const PER_SEAT: u32 = 2;
 
 /// Sells the monthly and yearly prices, with grace days and seats.
-async fn world_with(after_failed_payments: AfterFailedPayments) -> World {
-    world_on(StoreKind::CacheFile, after_failed_payments).await
-}
-
 async fn world_on(store: StoreKind, after_failed_payments: AfterFailedPayments) -> World {
     World::start_with(WorldOptions {
         store,
@@ -35,10 +31,6 @@ async fn world_on(store: StoreKind, after_failed_payments: AfterFailedPayments) 
         ..WorldOptions::default()
     })
     .await
-}
-
-async fn world() -> World {
-    world_with(AfterFailedPayments::Unpaid).await
 }
 
 const POLICY: Policy = Policy { grace_days: GRACE_DAYS, activations_per_seat: Some(PER_SEAT) };
@@ -89,9 +81,8 @@ async fn subscribed(world: &World, options: SubscribeOptions) -> String {
     subscription
 }
 
-#[tokio::test]
-async fn a_trial_makes_a_trial_license_until_its_end_and_the_first_charge_ends_it() {
-    let world = world().await;
+on_both_stores!(a_trial_makes_a_trial_license_until_its_end_and_the_first_charge_ends_it, |store| {
+    let world = world_on(store, AfterFailedPayments::Unpaid).await;
     let trial = SubscribeOptions { trial_days: Some(14), quantity: 1 };
     let subscription = subscribed(&world, trial).await;
     let license = world.license_of(&subscription);
@@ -108,11 +99,10 @@ async fn a_trial_makes_a_trial_license_until_its_end_and_the_first_charge_ends_i
     assert!(!license.is_trial, "no longer a trial");
     assert_eq!(license.validity_period, Some(world.period_end(&subscription)));
     assert_follows(&world, &subscription, "first charge");
-}
+});
 
-#[tokio::test]
-async fn a_declined_renewal_keeps_the_license_for_the_grace_days_and_payment_restores_it() {
-    let world = world().await;
+on_both_stores!(a_declined_renewal_keeps_the_license_for_the_grace_days_and_payment_restores_it, |store| {
+    let world = world_on(store, AfterFailedPayments::Unpaid).await;
     let subscription = subscribed(&world, SubscribeOptions::default()).await;
     let paid_through = world.period_end(&subscription);
 
@@ -134,11 +124,10 @@ async fn a_declined_renewal_keeps_the_license_for_the_grace_days_and_payment_res
     assert!(license.enabled);
     assert_eq!(license.validity_period, Some(world.period_end(&subscription)), "the new period, paid");
     assert_follows(&world, &subscription, "paid after past_due");
-}
+});
 
-#[tokio::test]
-async fn every_retry_declined_ends_unpaid_and_disabled_with_the_validity_kept() {
-    let world = world().await;
+on_both_stores!(every_retry_declined_ends_unpaid_and_disabled_with_the_validity_kept, |store| {
+    let world = world_on(store, AfterFailedPayments::Unpaid).await;
     let subscription = subscribed(&world, SubscribeOptions::default()).await;
     deliver_all(&world, &world.stripe.renew_declined(&subscription).unwrap()).await;
     let validity = world.license_of(&subscription).validity_period;
@@ -150,11 +139,10 @@ async fn every_retry_declined_ends_unpaid_and_disabled_with_the_validity_kept() 
     assert!(!license.enabled, "unpaid: disabled");
     assert_eq!(license.validity_period, validity, "its validity kept");
     assert_follows(&world, &subscription, "unpaid");
-}
+});
 
-#[tokio::test]
-async fn every_retry_declined_with_cancel_ends_like_the_tutorials_deletion() {
-    let world = world_with(AfterFailedPayments::Cancel).await;
+on_both_stores!(every_retry_declined_with_cancel_ends_like_the_tutorials_deletion, |store| {
+    let world = world_on(store, AfterFailedPayments::Cancel).await;
     let subscription = subscribed(&world, SubscribeOptions::default()).await;
     deliver_all(&world, &world.stripe.renew_declined(&subscription).unwrap()).await;
     for _ in 0..3 {
@@ -165,11 +153,10 @@ async fn every_retry_declined_with_cancel_ends_like_the_tutorials_deletion() {
     assert_eq!(license.valid_duration.as_deref(), Some("1m"));
     assert_follows(&world, &subscription, "canceled after failed payments");
     assert!(world.cached_subscriptions().await.is_empty(), "dropped from the cache");
-}
+});
 
-#[tokio::test]
-async fn a_pause_disables_and_a_resume_enables_again_for_the_new_period() {
-    let world = world().await;
+on_both_stores!(a_pause_disables_and_a_resume_enables_again_for_the_new_period, |store| {
+    let world = world_on(store, AfterFailedPayments::Unpaid).await;
     let subscription = subscribed(&world, SubscribeOptions::default()).await;
     let validity = world.license_of(&subscription).validity_period;
 
@@ -183,11 +170,10 @@ async fn a_pause_disables_and_a_resume_enables_again_for_the_new_period() {
     assert!(license.enabled, "resumed: enabled again");
     assert_eq!(license.validity_period, Some(world.period_end(&subscription)));
     assert_follows(&world, &subscription, "resumed");
-}
+});
 
-#[tokio::test]
-async fn cancel_at_period_end_changes_nothing_until_the_period_ends() {
-    let world = world().await;
+on_both_stores!(cancel_at_period_end_changes_nothing_until_the_period_ends, |store| {
+    let world = world_on(store, AfterFailedPayments::Unpaid).await;
     let subscription = subscribed(&world, SubscribeOptions::default()).await;
     let before = world.license_of(&subscription);
     let (stripe_calls, licensespring_calls) =
@@ -201,11 +187,10 @@ async fn cancel_at_period_end_changes_nothing_until_the_period_ends() {
     assert_eq!(ended.event_type, "customer.subscription.deleted");
     world.deliver_ok(&ended).await;
     assert_follows(&world, &subscription, "ended at the period's end");
-}
+});
 
-#[tokio::test]
-async fn seats_set_max_activations_at_creation_and_on_every_change() {
-    let world = world().await;
+on_both_stores!(seats_set_max_activations_at_creation_and_on_every_change, |store| {
+    let world = world_on(store, AfterFailedPayments::Unpaid).await;
     let subscription = subscribed(&world, SubscribeOptions { quantity: 3, trial_days: None }).await;
     assert_eq!(world.license_of(&subscription).max_activations, 3 * PER_SEAT);
     deliver_all(&world, &world.stripe.set_quantity(&subscription, 5).unwrap()).await;
@@ -213,26 +198,23 @@ async fn seats_set_max_activations_at_creation_and_on_every_change() {
     deliver_all(&world, &world.stripe.set_quantity(&subscription, 1).unwrap()).await;
     assert_eq!(world.license_of(&subscription).max_activations, PER_SEAT);
     assert_follows(&world, &subscription, "one seat");
-}
+});
 
-#[tokio::test]
-async fn a_switch_to_another_configured_price_keeps_the_license_and_follows_its_invoices() {
-    let world = world().await;
+on_both_stores!(a_switch_to_another_configured_price_keeps_the_license_and_follows_its_invoices, |store| {
+    let world = world_on(store, AfterFailedPayments::Unpaid).await;
     let subscription = subscribed(&world, SubscribeOptions::default()).await;
     let key = world.license_of(&subscription).license_key;
     deliver_all(&world, &world.stripe.switch_price(&subscription, YEARLY).unwrap()).await;
     let license = world.license_of(&subscription);
     assert_eq!(license.license_key, key, "the same license");
     assert_eq!(license.validity_period, Some(world.period_end(&subscription)), "a year ahead now");
-    let entry =
-        world.cache().as_array().unwrap().iter().find(|e| e["sub_id"] == subscription.as_str()).cloned();
+    let entry = world.stored().await.iter().find(|e| e["sub_id"] == subscription.as_str()).cloned();
     assert_eq!(entry.expect("cached")["interval"], "year", "the cache's interval follows");
     assert_follows(&world, &subscription, "yearly");
-}
+});
 
-#[tokio::test]
-async fn a_switch_to_a_price_that_is_not_sold_leaves_the_license_as_it_is() {
-    let world = world().await;
+on_both_stores!(a_switch_to_a_price_that_is_not_sold_leaves_the_license_as_it_is, |store| {
+    let world = world_on(store, AfterFailedPayments::Unpaid).await;
     let subscription = subscribed(&world, SubscribeOptions::default()).await;
     let before = world.license_of(&subscription);
     let writes = || {
@@ -245,11 +227,10 @@ async fn a_switch_to_a_price_that_is_not_sold_leaves_the_license_as_it_is() {
     assert_eq!(writes(), writes_before, "nothing written to LicenseSpring");
     deliver_all(&world, &world.stripe.set_quantity(&subscription, 4).unwrap()).await;
     assert_eq!(world.license_of(&subscription), before, "still left alone");
-}
+});
 
-#[tokio::test]
-async fn an_update_of_only_the_metadata_calls_nobody() {
-    let world = world().await;
+on_both_stores!(an_update_of_only_the_metadata_calls_nobody, |store| {
+    let world = world_on(store, AfterFailedPayments::Unpaid).await;
     let subscription = world.stripe.create_subscription(PRICE_ID).unwrap();
     let first = world.last_event_of(&subscription, "invoice.paid");
     world.deliver_ok(&first).await;
@@ -262,22 +243,20 @@ async fn an_update_of_only_the_metadata_calls_nobody() {
     let calls = (world.stripe.request_count(), world.licensespring.request_count());
     world.deliver_ok(&updated).await;
     assert_eq!((world.stripe.request_count(), world.licensespring.request_count()), calls);
-}
+});
 
-#[tokio::test]
-async fn a_renewal_of_an_enabled_license_costs_no_stripe_call() {
-    let world = world().await;
+on_both_stores!(a_renewal_of_an_enabled_license_costs_no_stripe_call, |store| {
+    let world = world_on(store, AfterFailedPayments::Unpaid).await;
     let subscription = subscribed(&world, SubscribeOptions::default()).await;
     let renewal = world.stripe.renew(&subscription).unwrap();
     let stripe_calls = world.stripe.request_count();
     world.deliver_ok(&renewal).await;
     assert_eq!(world.stripe.request_count(), stripe_calls);
     assert_eq!(world.license_of(&subscription).validity_period, Some(world.period_end(&subscription)));
-}
+});
 
-#[tokio::test]
-async fn a_late_invoice_of_an_ended_subscription_never_reenables_it() {
-    let world = world().await;
+on_both_stores!(a_late_invoice_of_an_ended_subscription_never_reenables_it, |store| {
+    let world = world_on(store, AfterFailedPayments::Unpaid).await;
     let subscription = subscribed(&world, SubscribeOptions::default()).await;
     let renewal = world.stripe.renew(&subscription).unwrap();
     world.deliver_ok(&world.stripe.cancel(&subscription).unwrap()).await;
@@ -285,7 +264,7 @@ async fn a_late_invoice_of_an_ended_subscription_never_reenables_it() {
     let license = world.license_of(&subscription);
     assert!(!license.enabled, "still disabled");
     assert_follows(&world, &subscription, "late invoice after the end");
-}
+});
 
 /// One subscription's eventful life, in this simulator's order; its id and every event.
 fn live(world: &World, ends_canceled: bool) -> (String, Vec<SimEvent>) {
