@@ -46,7 +46,7 @@ const LOCK_NAMESPACE: i32 = 0x534c_5342;
 const MIGRATION_LOCK: i64 = 0x534c_5342_0000_0001;
 /// The `store` label of this store's metrics.
 const STORE: &str = "postgres";
-/// Deliveries older than this are deleted at start (Stripe retries for three days).
+/// Deliveries older than this are deleted, at start and daily (Stripe retries for three days).
 const DELIVERIES_KEPT_DAYS: i32 = 90;
 
 /// Why the database could not answer. Messages name the database (host, port, name), never the
@@ -151,20 +151,26 @@ impl PgStore {
         };
         let mut client = store.statements.get().await.map_err(|e| store.pool_error(e))?;
         store.within(STATEMENT_TIMEOUT * 6, store.migrate(&mut client)).await?;
-        let pruned = store
-            .within(STATEMENT_TIMEOUT, async {
-                client
-                    .execute(
-                        "DELETE FROM deliveries WHERE last_seen < now() - make_interval(days => $1)",
-                        &[&DELIVERIES_KEPT_DAYS],
-                    )
-                    .await
-                    .map_err(|e| store.failed(&e))
-            })
-            .await?;
+        let pruned = prune(&client, &store.target).await?;
         if pruned > 0 {
             tracing::info!(pruned, "deliveries older than {DELIVERIES_KEPT_DAYS} days deleted");
         }
+        // And once a day while it runs; the task ends with the store (it holds only a weak handle).
+        let statements = store.statements.weak();
+        let target = store.target.clone();
+        tokio::spawn(async move {
+            let mut daily = tokio::time::interval(Duration::from_secs(24 * 60 * 60));
+            daily.tick().await;
+            loop {
+                daily.tick().await;
+                let Some(statements) = statements.upgrade() else { return };
+                if let Ok(client) = statements.get().await
+                    && let Err(error) = prune(&client, &target).await
+                {
+                    tracing::warn!(%error, "old deliveries could not be deleted; trying again tomorrow");
+                }
+            }
+        });
         Ok(store)
     }
 
@@ -282,6 +288,20 @@ impl PgStore {
             )
             .await?;
         Ok(rows.iter().map(entry_of).collect())
+    }
+
+    /// The newest `limit` entries, newest first, and how many there are in all.
+    pub async fn newest(&self, limit: usize) -> Result<(Vec<CacheEntry>, usize), DatabaseError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self
+            .statement(
+                "SELECT sub_id, license_key, interval, license_id, extra, count(*) OVER () FROM subscriptions
+                 ORDER BY seq DESC LIMIT $1",
+                async |client, statement| client.query(statement, &[&limit]).await,
+            )
+            .await?;
+        let total = rows.first().map_or(0, |row| row.get::<_, i64>(5));
+        Ok((rows.iter().map(entry_of).collect(), usize::try_from(total).unwrap_or(usize::MAX)))
     }
 
     /// Adds the entries the database does not hold yet (oldest first, in one transaction); an entry
@@ -483,12 +503,7 @@ impl PgStore {
     }
 
     fn failed(&self, error: &tokio_postgres::Error) -> DatabaseError {
-        let reason = error_chain(error);
-        if error.is_closed() || error.as_db_error().is_none() {
-            DatabaseError::Unreachable { target: self.target.clone(), reason }
-        } else {
-            DatabaseError::Failed { target: self.target.clone(), reason }
-        }
+        failed(&self.target, error)
     }
 
     fn pool_error(&self, error: PoolError) -> DatabaseError {
@@ -522,6 +537,24 @@ impl Drop for SubscriptionLock {
             // No runtime left (the process is ending): dropping the future drops the connection.
             Err(_) => drop(unlock),
         }
+    }
+}
+
+fn failed(target: &str, error: &tokio_postgres::Error) -> DatabaseError {
+    let (target, reason) = (target.to_owned(), error_chain(error));
+    if error.is_closed() || error.as_db_error().is_none() {
+        DatabaseError::Unreachable { target, reason }
+    } else {
+        DatabaseError::Failed { target, reason }
+    }
+}
+
+/// Deletes the deliveries older than [`DELIVERIES_KEPT_DAYS`]; how many.
+async fn prune(client: &Object, target: &str) -> Result<u64, DatabaseError> {
+    let sql = "DELETE FROM deliveries WHERE last_seen < now() - make_interval(days => $1)";
+    match tokio::time::timeout(STATEMENT_TIMEOUT * 6, client.execute(sql, &[&DELIVERIES_KEPT_DAYS])).await {
+        Ok(result) => result.map_err(|e| failed(target, &e)),
+        Err(_) => Err(DatabaseError::Timeout { target: target.to_owned(), after: STATEMENT_TIMEOUT * 6 }),
     }
 }
 

@@ -149,6 +149,22 @@ impl Store {
         }
     }
 
+    /// The newest `limit` entries, newest first, and how many there are in all (for `/admin`:
+    /// never the whole table).
+    pub async fn newest(&self, limit: usize) -> Result<(Vec<CacheEntry>, usize), StoreError> {
+        match self {
+            Store::File { cache, .. } => {
+                let all = cache.list();
+                Ok((all.iter().rev().take(limit).cloned().collect(), all.len()))
+            }
+            Store::Snapshot { snapshot, .. } => {
+                let all = snapshot.list();
+                Ok((all.iter().take(limit).cloned().collect(), all.len()))
+            }
+            Store::Postgres(db) => Ok(db.newest(limit).await?),
+        }
+    }
+
     /// Waits until no other process runs a flow of `sub_id` (the caller already holds the
     /// in-process lock), and keeps them waiting until the answer is dropped.
     pub async fn lock(&self, sub_id: &SubscriptionId) -> Result<StoreLock, StoreError> {

@@ -87,14 +87,13 @@ pub async fn page(
     let failed_only = query.failed.as_deref() == Some("1");
     let store = state.billing.store();
     let mut problems = Vec::new();
-    let entries = store.list().await.unwrap_or_else(|error| {
+    let (entries, total_subscriptions) = store.newest(SUBSCRIPTIONS_SHOWN).await.unwrap_or_else(|error| {
         problems.push(format!("the subscriptions could not be read: {error}"));
-        Vec::new()
+        (Vec::new(), 0)
     });
-    let total_subscriptions = entries.len();
     // Each license is read from LicenseSpring, all at once.
     let mut reads = tokio::task::JoinSet::new();
-    for (position, entry) in entries.into_iter().rev().take(SUBSCRIPTIONS_SHOWN).enumerate() {
+    for (position, entry) in entries.into_iter().enumerate() {
         let state = state.clone();
         reads.spawn(async move {
             let license = state.billing.licensespring().retrieve_license(entry.license_id).await;

@@ -122,6 +122,7 @@ on_both_stores!(the_admin_page_shows_each_subscription_and_delivery_and_the_fail
     world.licensespring.clear_faults();
 
     let page = admin_page(&world, "").await;
+    assert!(page.contains("1 in the store"), "{page}");
     let shown = row(&page, "data-subscription", &subscription);
     let valid_until = license.validity_period.unwrap().to_string();
     assert_eq!(shown, format!("{subscription} {} active {valid_until} yes Sync", license.license_key));

@@ -158,3 +158,33 @@ async fn each_delivery_is_recorded_and_a_repeat_after_a_restart_calls_nobody() {
         (first.id.clone(), "invoice.paid".into(), Some(subscription.clone()), "created".into(), true, 3);
     assert_eq!(recorded, vec![expected]);
 }
+
+#[tokio::test]
+async fn deliveries_older_than_ninety_days_are_deleted_at_start() {
+    let Some(_) = TestDatabase::create().await else { return };
+    let world = World::start_on(StoreKind::Postgres).await;
+    let (_, first) = world.subscribe(PRICE_ID);
+    world.deliver_ok(&first).await;
+    let database = world.database.as_ref().unwrap();
+    let client = database.client().await;
+    client
+        .execute(
+            "INSERT INTO deliveries (event_id, event_type, outcome, handled, first_seen, last_seen)
+             VALUES ('evt_old', 'invoice.paid', 'extended', true, now() - interval '91 days',
+                     now() - interval '91 days')",
+            &[],
+        )
+        .await
+        .unwrap();
+    // Another start on the same database (a restart, a new replica).
+    let settings = TestSettings::for_simulators(&world.simulators).set("DATABASE_URL", &database.url);
+    let _second = TestApp::spawn(settings).await;
+    let ids: Vec<String> = client
+        .query("SELECT event_id FROM deliveries", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids, vec![first.id.clone()], "the old one deleted, the recent one kept");
+}
