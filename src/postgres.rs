@@ -12,12 +12,15 @@
 //!   Stripe delivers again), never a stuck webhook.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime};
 use serde_json::{Map, Value};
+use tokio_postgres::config::SslMode;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::cache::CacheEntry;
 use crate::metrics;
@@ -129,12 +132,21 @@ impl PgStore {
         if config.get_application_name().is_none() {
             config.application_name("stripe-licensespring");
         }
+        // `sslmode=require`: TLS, the server's certificate verified; otherwise plain TCP, as
+        // `disable` or `prefer` without TLS would be.
+        let tls = match config.get_ssl_mode() {
+            SslMode::Require => Some(
+                tls_connector()
+                    .map_err(|reason| DatabaseError::Unreachable { target: target.clone(), reason })?,
+            ),
+            _ => None,
+        };
         let pool = |size: usize, wait: Duration| {
-            let manager = Manager::from_config(
-                config.clone(),
-                NoTls,
-                ManagerConfig { recycling_method: RecyclingMethod::Fast },
-            );
+            let settings = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+            let manager = match &tls {
+                Some(tls) => Manager::from_config(config.clone(), tls.clone(), settings),
+                None => Manager::from_config(config.clone(), NoTls, settings),
+            };
             Pool::builder(manager)
                 .max_size(size)
                 .runtime(Runtime::Tokio1)
@@ -538,6 +550,27 @@ impl Drop for SubscriptionLock {
             Err(_) => drop(unlock),
         }
     }
+}
+
+/// TLS for `sslmode=require`: the server's certificate must chain to a root this machine trusts
+/// (its CA store, or the PEM file `SSL_CERT_FILE` names) and name the host connected to.
+fn tls_connector() -> Result<MakeRustlsConnect, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(certificate);
+    }
+    if roots.is_empty() {
+        return Err("sslmode=require, but no trusted root certificate was found on this machine \
+                    (install ca-certificates, or set SSL_CERT_FILE to the database's CA certificate)"
+            .to_owned());
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
 }
 
 fn failed(target: &str, error: &tokio_postgres::Error) -> DatabaseError {

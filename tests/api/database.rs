@@ -188,3 +188,47 @@ async fn deliveries_older_than_ninety_days_are_deleted_at_start() {
         .collect();
     assert_eq!(ids, vec![first.id.clone()], "the old one deleted, the recent one kept");
 }
+
+/// `sslmode=require`: TLS with the server's certificate verified. The tests' PostgreSQL (Debian's)
+/// serves a self-signed certificate for `localhost`: refused against the public CAs, accepted once
+/// `SSL_CERT_FILE` names it.
+#[tokio::test]
+async fn sslmode_require_speaks_tls_and_verifies_the_servers_certificate() {
+    let Some(database) = TestDatabase::create().await else { return };
+    let client = database.client().await;
+    let ssl: String = client.query_one("SHOW ssl", &[]).await.unwrap().get(0);
+    // Debian's clusters serve TLS with the snakeoil certificate (package ssl-cert) by default.
+    let server_certificate = match client.query_one("SHOW ssl_cert_file", &[]).await {
+        Ok(row) => row.get::<_, String>(0),
+        Err(_) => "/etc/ssl/certs/ssl-cert-snakeoil.pem".to_owned(), // not a superuser: the default
+    };
+    assert_eq!(ssl, "on", "the tests' PostgreSQL serves TLS (Debian's default)");
+    let mut url: url::Url = database.url.parse().unwrap();
+    url.set_host(Some("localhost")).unwrap();
+    url.set_query(Some("sslmode=require"));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cache.json"), "[]").unwrap();
+    let settings = TestSettings::new("http://127.0.0.1:9", "http://127.0.0.1:9")
+        .set("DATABASE_URL", url.as_str())
+        .set("CACHE_PATH", dir.path().join("cache.json").to_str().unwrap());
+    let migrate = |trusted: &str| {
+        let output = binary(settings.dir.path(), &settings)
+            .env("SSL_CERT_FILE", trusted)
+            .arg("migrate-cache")
+            .output()
+            .unwrap();
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        (output.status.code(), text)
+    };
+
+    let (status, said) = migrate("/etc/ssl/certs/ca-certificates.crt");
+    assert_eq!(status, Some(2), "{said}");
+    let target = format!("localhost:5432/{}", database.name);
+    assert!(said.contains(&format!("cannot reach the database at {target}")), "{said}");
+    assert!(said.to_lowercase().contains("certificate"), "the certificate is named as the fault: {said}");
+
+    let (status, said) = migrate(&server_certificate);
+    assert_eq!(status, Some(0), "{said}");
+    assert!(said.contains(&format!("0 subscription(s) imported into PostgreSQL at {target}")), "{said}");
+}
