@@ -164,9 +164,14 @@ async fn click_through(browser: &Client, demo: &Demo) -> Result<(), String> {
     let status = text_of(browser, &format!("{row} .status")).await?;
     check(status == "canceled", "the subscription's status", &status)?;
 
-    // The operator's view: the admin page, opened with the link the sandbox prints. The deleted
-    // subscription has left the store; its deliveries are listed, all handled.
-    browser.goto(demo.admin_url().as_str()).await.map_err(|e| format!("open the admin page: {e}"))?;
+    // The operator's view: the admin page, through the sandbox notice's link (the link the
+    // sandbox prints is the same). The deleted subscription has left the store; its deliveries
+    // are listed, all handled.
+    let link =
+        browser.find(Locator::Css("a.admin-link")).await.map_err(|e| format!("the admin link: {e}"))?;
+    let href = link.attr("href").await.map_err(|e| e.to_string())?.unwrap_or_default();
+    check(href == demo.admin_url().as_str(), "the admin link is the one printed", &href)?;
+    link.click().await.map_err(|e| format!("click the admin link: {e}"))?;
     let heading = text_of(browser, "h1").await?;
     check(heading == "Admin", "the admin page", &heading)?;
     let subscriptions_of_deliveries = browser

@@ -202,7 +202,8 @@ pub async fn start_demo(options: &DemoOptions) -> Result<Demo, DemoError> {
         Settings::from_lookup(|name| values.iter().find(|(key, _)| key == name).map(|(_, v)| v.clone()))?;
 
     let reconciler = crate::commands::billing(&settings).await?;
-    let panel = Arc::new(DemoPanel::new(simulators, reconciler));
+    let admin_token = settings.admin_token.clone().expect("set above");
+    let panel = Arc::new(DemoPanel::new(simulators, reconciler, admin_link(&url, &admin_token).to_string()));
     let extras = web::Extras { panel: Some(panel.clone()), routes: panel::routes(panel.clone()) };
     let app = App::build_on(listener, &settings, extras).await?;
     let (stop, stopped) = oneshot::channel::<()>();
@@ -210,7 +211,6 @@ pub async fn start_demo(options: &DemoOptions) -> Result<Demo, DemoError> {
         // A dropped sender stops the server too.
         let _ = stopped.await;
     }));
-    let admin_token = settings.admin_token.clone().expect("set above");
     Ok(Demo {
         url,
         admin_token,
@@ -220,6 +220,15 @@ pub async fn start_demo(options: &DemoOptions) -> Result<Demo, DemoError> {
         server: Some(server),
         _temporary_cache: temporary_cache,
     })
+}
+
+/// The admin page under `home` with `token` in the URL, so a click opens it: a sandbox's
+/// generated token guards nothing real.
+fn admin_link(home: &Url, token: &Secret) -> Url {
+    let mut url = home.join("admin").expect("a path joins");
+    let _ = url.set_username("admin");
+    let _ = url.set_password(Some(token.expose()));
+    url
 }
 
 /// Runs the sandbox until SIGINT or SIGTERM, after saying where it is and what it is.
@@ -251,13 +260,9 @@ impl Demo {
         &self.url
     }
 
-    /// The admin page with its generated token in the URL (`http://admin:TOKEN@127.0.0.1:5000/admin`),
-    /// so a click opens it: a sandbox's token guards nothing real.
+    /// The admin page with its generated token in the URL (`http://admin:TOKEN@127.0.0.1:5000/admin`).
     pub fn admin_url(&self) -> Url {
-        let mut url = self.url.join("admin").expect("a path joins");
-        let _ = url.set_username("admin");
-        let _ = url.set_password(Some(self.admin_token.expose()));
-        url
+        admin_link(&self.url, &self.admin_token)
     }
 
     pub fn panel(&self) -> &DemoPanel {

@@ -28,8 +28,9 @@ pub const DELIVERY_WAIT: Duration = Duration::from_secs(5);
 /// Shown above the store in the sandbox: what it is, and what the last button did.
 #[derive(Template)]
 #[template(path = "sandbox_notice.html")]
-struct SandboxNotice {
+struct SandboxNotice<'a> {
     happened: Option<String>,
+    admin_link: &'a str,
 }
 
 /// The simulators behind the sandbox's table and buttons.
@@ -37,6 +38,8 @@ pub struct DemoPanel {
     simulators: Simulators,
     /// What the Reconcile button repairs with: the billing code over a snapshot of the app's cache.
     billing: Billing,
+    /// The admin page, with the sandbox's generated token in it.
+    admin_link: String,
     /// The webhooks of the next action are to be lost.
     lose_next: std::sync::atomic::AtomicBool,
     /// What the last button did, shown on the page it lands on (until the next one).
@@ -87,8 +90,14 @@ pub struct SandboxPrice {
 }
 
 impl DemoPanel {
-    pub(super) fn new(simulators: Simulators, billing: Billing) -> DemoPanel {
-        DemoPanel { simulators, billing, lose_next: false.into(), happened: std::sync::Mutex::new(None) }
+    pub(super) fn new(simulators: Simulators, billing: Billing, admin_link: String) -> DemoPanel {
+        DemoPanel {
+            simulators,
+            billing,
+            admin_link,
+            lose_next: false.into(),
+            happened: std::sync::Mutex::new(None),
+        }
     }
 
     pub fn stripe(&self) -> &StripeSim {
@@ -278,10 +287,11 @@ impl StorePanel for DemoPanel {
             String::new()
         });
         let happened = self.happened.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
-        let notice = SandboxNotice { happened }.render().unwrap_or_else(|error| {
-            tracing::warn!(%error, "the sandbox notice could not be rendered");
-            String::new()
-        });
+        let notice =
+            SandboxNotice { happened, admin_link: &self.admin_link }.render().unwrap_or_else(|error| {
+                tracing::warn!(%error, "the sandbox notice could not be rendered");
+                String::new()
+            });
         PanelHtml { notice, section, refresh_soon: view.deliveries_pending }
     }
 }
