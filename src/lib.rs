@@ -12,7 +12,8 @@
 //! - [`webhook`]: `Stripe-Signature` verification and the typed event model;
 //! - [`stripe`], [`licensespring`]: the two upstream clients, sharing [`upstream`];
 //! - [`store`]: where state lives, one interface over [`cache`] (the cache file, `CACHE_PATH`)
-//!   and [`postgres`] (`DATABASE_URL`);
+//!   and [`store::postgres`] (`DATABASE_URL`), and the record of webhook deliveries;
+//! - [`cache`]: the cache file, durable, in the tutorial's format;
 //! - [`settings`]: the settings and the `Secret` wrapper;
 //! - [`model`]: the small types shared by all of them;
 //! - [`metrics`]: the counters and histograms `GET /metrics` shows, which any module may count in.
@@ -25,7 +26,6 @@ pub mod demo;
 pub mod licensespring;
 pub mod metrics;
 pub mod model;
-pub mod postgres;
 pub mod server;
 pub mod settings;
 pub mod store;

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use super::exit;
 use crate::cache;
-use crate::postgres::PgStore;
 use crate::settings::Settings;
+use crate::store::postgres::PgStore;
 
 /// Imports `from` (default `CACHE_PATH`) into `DATABASE_URL`; prints what it did.
 pub async fn run(settings: &Settings, from: Option<&Path>) -> u8 {

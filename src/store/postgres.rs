@@ -22,15 +22,15 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use super::deliveries::{Delivery, DeliveryRecord};
 use crate::cache::CacheEntry;
 use crate::metrics;
 use crate::model::{LicenseId, LicenseKey, SubscriptionId};
 use crate::settings::DatabaseUrl;
-use crate::store::{Delivery, DeliveryRecord};
 use crate::upstream::error_chain;
 
 /// The schema's versions, applied in order; each runs once, in a transaction.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../../migrations/0001_initial.sql"))];
 
 /// Connections for statements, and for the subscription locks, per process. With several
 /// replicas, mind PostgreSQL's `max_connections` (100 by default): 24 each fits four.
