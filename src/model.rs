@@ -213,6 +213,12 @@ impl<'de> Deserialize<'de> for ExpandableId {
     }
 }
 
+/// An error with its causes, `a: b: c`.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let chain = std::iter::successors(Some(error), |error| error.source());
+    chain.map(ToString::to_string).collect::<Vec<_>>().join(": ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,7 @@ use reqwest::{RequestBuilder, StatusCode};
 use url::Url;
 
 use crate::metrics;
+use crate::model::error_chain;
 
 /// The one HTTP client setup every upstream client uses: bounded connect and total time, no
 /// redirects (an upstream redirect is an error to see, not to follow with a changed method).
@@ -91,12 +92,6 @@ pub(crate) fn excerpt(bytes: &[u8]) -> String {
         None if text.is_empty() => "(empty answer)".to_owned(),
         None => text.to_owned(),
     }
-}
-
-/// An error with its causes, `a: b: c`.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let chain = std::iter::successors(Some(error), |error| error.source());
-    chain.map(ToString::to_string).collect::<Vec<_>>().join(": ")
 }
 
 #[cfg(test)]

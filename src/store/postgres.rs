@@ -25,9 +25,8 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use super::deliveries::{Delivery, DeliveryRecord};
 use crate::cache::CacheEntry;
 use crate::metrics;
-use crate::model::{LicenseId, LicenseKey, SubscriptionId};
+use crate::model::{LicenseId, LicenseKey, SubscriptionId, error_chain};
 use crate::settings::DatabaseUrl;
-use crate::upstream::error_chain;
 
 /// The schema's versions, applied in order; each runs once, in a transaction.
 const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../../migrations/0001_initial.sql"))];
