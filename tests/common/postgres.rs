@@ -25,7 +25,12 @@ impl TestDatabase {
         let admin = match connect(&admin_url).await {
             Ok(client) => client,
             Err(error) => {
-                skip_or_fail(&format!("no PostgreSQL at TEST_DATABASE_URL or {DEFAULT_ADMIN_URL}: {error}"));
+                let tried = url::Url::parse(&admin_url)
+                    .map(|url| format!("{}:{}", url.host_str().unwrap_or("?"), url.port().unwrap_or(5432)))
+                    .unwrap_or_else(|_| "an unparsable TEST_DATABASE_URL".to_owned());
+                skip_or_fail(&format!(
+                    "no PostgreSQL answers at {tried} (TEST_DATABASE_URL, default {DEFAULT_ADMIN_URL}): {error}"
+                ));
                 return None;
             }
         };
