@@ -217,3 +217,46 @@ async fn a_database_restart_is_answered_5xx_then_everything_converges() {
     let stored: HashSet<String> = database.subscriptions().await.into_iter().collect();
     assert_eq!(stored, subscriptions.into_iter().collect::<HashSet<_>>());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_hangs_is_answered_5xx_in_time_and_nothing_is_lost() {
+    let Some(database) = TestDatabase::create().await else { return };
+    let target: url::Url = database.url.parse().expect("a URL");
+    let pg: SocketAddr = format!("{}:{}", target.host_str().expect("host"), target.port().unwrap_or(5432))
+        .parse()
+        .expect("an IP address and port");
+    let proxy = TcpProxy::start(pg).await;
+    let mut through_proxy = target.clone();
+    through_proxy.set_host(Some("127.0.0.1")).expect("host");
+    through_proxy.set_port(Some(proxy.address.port())).expect("port");
+    let upstreams = upstreams().await;
+    let home = ServerHome::new();
+    let server = home.spawn(&upstreams, &[("DATABASE_URL", through_proxy.as_str())]);
+    let http = http_client();
+    let (subscription, first) = subscribed(&upstreams);
+    assert_eq!(deliver(&http, &server.url(""), &first).await.expect("answered"), 200);
+
+    // The database stops answering, its connections left open: the webhook is still answered,
+    // 5xx, before Stripe gives up on it (30 s), and /readyz says not ready.
+    proxy.freeze();
+    let renewal = upstreams.stripe.renew(&subscription).expect("renewed");
+    let started = Instant::now();
+    let status = deliver(&http, &server.url(""), &renewal).await.expect("answered");
+    let waited = started.elapsed();
+    assert!(status.is_server_error(), "{status} while the database hangs");
+    assert!(waited < Duration::from_secs(26), "answered in time, after {waited:?}");
+    let started = Instant::now();
+    let readyz = http.get(server.url("/readyz")).send().await.expect("answered");
+    assert_eq!(readyz.status(), 503);
+    assert!(started.elapsed() < Duration::from_secs(10), "readiness answered in {:?}", started.elapsed());
+
+    // It answers again: the redelivery applies the renewal.
+    proxy.thaw();
+    deliver_until_ok(&http, &server.url(""), &renewal, 40).await;
+    let by_order = licenses_by_order(&upstreams);
+    let license = only_license(&upstreams, &by_order, &subscription, "after the hang");
+    let period_end = upstreams.stripe.subscription(&subscription).expect("known").current_period_end;
+    let period_end = chrono::DateTime::from_timestamp(period_end, 0).expect("a time").date_naive();
+    assert_eq!(license.validity_period, Some(period_end));
+    eprintln!("a hanging database: the webhook answered {status} after {waited:?}");
+}
