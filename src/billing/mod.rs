@@ -1,12 +1,13 @@
 //! The billing flows: verified Stripe events in, LicenseSpring licenses kept in step.
 //!
 //! [`Billing::handle_event`] is the one entry point for an event: it answers a repeated delivery
-//! from the store's record of deliveries, picks the flow for the event's type and runs it. [`Billing::sync`] converges one
-//! subscription's license to the state [`desired::desired_license`] computes from Stripe's current
-//! objects; every path that is not itself the proof of what to do (a paid invoice proves its
-//! period is paid; a deletion is final) goes through it, so late, repeated or reordered events
-//! cannot leave a wrong state. The flows are plain async functions over typed inputs, the two
-//! clients and the subscription store; no HTTP request or response types here. Every flow is
+//! from the store's record of deliveries, picks the flow for the event's type and runs it.
+//! [`Billing::sync`] converges one subscription's license to the state
+//! [`desired::desired_license`] computes from Stripe's current objects; every path that is not
+//! itself the proof of what to do (a paid invoice proves its period is paid; a deletion is final)
+//! goes through it, so late, repeated or reordered events cannot leave a wrong state. The flows
+//! are plain async functions over typed inputs, the two clients and the subscription store; no
+//! HTTP request or response types here. Every flow is
 //! safe to repeat: each step either finds its work already done or does it again with the same
 //! result.
 //!
