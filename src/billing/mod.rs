@@ -7,9 +7,8 @@
 //! itself the proof of what to do (a paid invoice proves its period is paid; a deletion is final)
 //! goes through it, so late, repeated or reordered events cannot leave a wrong state. The flows
 //! are plain async functions over typed inputs, the two clients and the subscription store; no
-//! HTTP request or response types here. Every flow is
-//! safe to repeat: each step either finds its work already done or does it again with the same
-//! result.
+//! HTTP request or response types here. Every flow is safe to repeat: each step either finds its
+//! work already done or does it again with the same result.
 //!
 //! What makes "exactly one license per subscription" hold:
 //! - events of one subscription run one at a time: in this process ([`SubscriptionLocks`]), and
