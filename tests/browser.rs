@@ -198,7 +198,7 @@ async fn click_through(browser: &Client, demo: &Demo) -> Result<(), String> {
 async fn look_at(browser: &Client, name: &str) -> Result<(), String> {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    for (width, suffix) in [(1100, ""), (360, "-phone")] {
+    for (width, suffix) in [(1280, ""), (360, "-phone")] {
         browser.set_window_size(width, 900).await.map_err(|e| format!("resize to {width}: {e}"))?;
         let png = browser.screenshot().await.map_err(|e| format!("screenshot {name}: {e}"))?;
         std::fs::write(dir.join(format!("{name}{suffix}.png")), png).map_err(|e| e.to_string())?;
@@ -210,7 +210,7 @@ async fn look_at(browser: &Client, name: &str) -> Result<(), String> {
         )
         .await
         .map_err(|e| format!("measure {name}: {e}"))?;
-    browser.set_window_size(1100, 900).await.map_err(|e| format!("resize back: {e}"))?;
+    browser.set_window_size(1280, 900).await.map_err(|e| format!("resize back: {e}"))?;
     check(
         overflow.as_i64() == Some(0),
         &format!("{name} at 360 px: no sideways scrolling (px too wide)"),
