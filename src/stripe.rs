@@ -161,6 +161,7 @@ struct RawSubscription {
 #[serde(untagged)]
 enum ExpandableInvoice {
     Expanded(InvoiceSummary),
+    /// Not expanded: only its id (a string; an expanded invoice that does not parse stays an error).
     Id(#[allow(dead_code)] String),
 }
 
@@ -378,10 +379,8 @@ pub struct CustomerDetails {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Customer {
     pub id: String,
-    #[serde(default)]
-    pub email: Option<String>,
-    #[serde(default)]
-    pub name: Option<String>,
+    #[serde(flatten)]
+    pub details: CustomerDetails,
 }
 
 /// One page of a Stripe list (`{"object": "list", "has_more": ..., "data": [...]}`), newest first.

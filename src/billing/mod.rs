@@ -35,7 +35,7 @@ use crate::licensespring::{
 use crate::model::{LicenseId, LicenseKey, SubscriptionId};
 use crate::settings::Settings;
 use crate::store::{Delivery, Store, StoreError, StoreLock};
-use crate::stripe::{StripeClient, StripeError, Subscription};
+use crate::stripe::{Customer, StripeClient, StripeError, Subscription};
 use crate::webhook::{
     BillingReason, Event, EventKind, InvoicePaid, InvoicePaymentFailed, SubscriptionChanged,
     SubscriptionDeleted,
@@ -642,7 +642,7 @@ impl Billing {
     async fn buyer_of(&self, subscription: &Subscription) -> Result<Option<Buyer>, BillingError> {
         let Some(customer) = &subscription.customer else { return Ok(None) };
         match self.stripe.retrieve_customer(customer).await {
-            Ok(customer) => Ok(Buyer::new(customer.email.as_deref(), customer.name.as_deref())),
+            Ok(Customer { details, .. }) => Ok(Buyer::new(details.email.as_deref(), details.name.as_deref())),
             Err(StripeError::Api { status: 404, .. }) => Ok(None),
             Err(error) => Err(error.into()),
         }

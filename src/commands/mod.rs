@@ -75,6 +75,22 @@ impl Progress {
         }
     }
 
+    /// Runs `work` to its exit status, or stops it on Ctrl-C saying `interrupted` (exit 130).
+    pub async fn until_interrupted(
+        &self,
+        work: impl std::future::Future<Output = u8>,
+        interrupted: &str,
+    ) -> u8 {
+        tokio::select! {
+            status = work => status,
+            _ = tokio::signal::ctrl_c() => {
+                self.finish();
+                eprintln!("{interrupted}");
+                exit::INTERRUPTED
+            }
+        }
+    }
+
     pub fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();

@@ -219,14 +219,7 @@ pub async fn run(billing: &Billing, apply: bool) -> u8 {
         println!("{summary}; repaired {}, failed {failed}", found - failed);
         if failed == 0 { exit::OK } else { exit::FOUND }
     };
-    tokio::select! {
-        status = work => status,
-        _ = tokio::signal::ctrl_c() => {
-            progress.finish();
-            eprintln!("interrupted: stopped before the end (a repair in flight either finished or left nothing half done)");
-            exit::INTERRUPTED
-        }
-    }
+    progress.until_interrupted(work, "interrupted: stopped before the end (a repair in flight either finished or left nothing half done)").await
 }
 
 /// Repairs each difference, going on after a failure; how many failed.

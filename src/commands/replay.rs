@@ -84,14 +84,7 @@ pub async fn run(billing: &Billing, since: DateTime<Utc>) -> u8 {
         );
         if failed == 0 { exit::OK } else { exit::FOUND }
     };
-    tokio::select! {
-        status = work => status,
-        _ = tokio::signal::ctrl_c() => {
-            progress.finish();
-            eprintln!("interrupted: run again to finish (replaying is safe)");
-            exit::INTERRUPTED
-        }
-    }
+    progress.until_interrupted(work, "interrupted: run again to finish (replaying is safe)").await
 }
 
 /// Every handled event since `since`, oldest first.

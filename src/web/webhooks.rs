@@ -21,11 +21,11 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/webhooks", post(receive).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)))
 }
 
-/// What `/webhooks` answers: 200 when handled or deliberately ignored, 400 for a refused delivery,
-/// 5xx when an upstream failed (so that Stripe delivers again and the retry completes the work).
+/// What `/webhooks` answers for a verified event: 200 when handled or deliberately ignored, 5xx
+/// when an upstream or the store failed (so that Stripe delivers again and the retry completes the
+/// work). A refused delivery is answered by [`refuse`].
 enum Answer {
     Handled,
-    Rejected(Refused),
     Failed(BillingError),
 }
 
@@ -33,9 +33,6 @@ impl IntoResponse for Answer {
     fn into_response(self) -> Response {
         match self {
             Answer::Handled => Json(json!({ "success": true })).into_response(),
-            Answer::Rejected(error) => {
-                (StatusCode::BAD_REQUEST, Json(json!({ "error": error.to_string() }))).into_response()
-            }
             Answer::Failed(error) => {
                 let status = match &error {
                     BillingError::NotYet(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -71,28 +68,15 @@ async fn receive(State(state): State<AppState>, request: Request) -> Response {
     let body = match tokio::time::timeout(BODY_READ_TIMEOUT, Bytes::from_request(request, &())).await {
         Ok(Ok(body)) => body,
         // Over MAX_BODY_BYTES (413) or a broken upload: answered before anything looks at it.
-        Ok(Err(rejection)) => {
-            metrics::webhook(OTHER, "rejected");
-            note("outcome", &"rejected");
-            note("error", &rejection.body_text());
-            return (rejection.status(), Json(json!({ "error": rejection.body_text() }))).into_response();
-        }
+        Ok(Err(rejection)) => return refuse(rejection.status(), &rejection.body_text()),
         Err(_) => {
             let error = format!("the body was not received within {} s", BODY_READ_TIMEOUT.as_secs());
-            metrics::webhook(OTHER, "rejected");
-            note("outcome", &"rejected");
-            note("error", &error);
-            return (StatusCode::REQUEST_TIMEOUT, Json(json!({ "error": error }))).into_response();
+            return refuse(StatusCode::REQUEST_TIMEOUT, &error);
         }
     };
     let event = match verified_event(&state, signature.as_ref(), &body) {
         Ok(event) => event,
-        Err(error) => {
-            metrics::webhook(OTHER, "rejected");
-            note("outcome", &"rejected");
-            note("error", &error);
-            return Answer::Rejected(error).into_response();
-        }
+        Err(error) => return refuse(StatusCode::BAD_REQUEST, &error.to_string()),
     };
     drop((body, body_permit));
     note("event_id", &event.id);
@@ -116,6 +100,15 @@ async fn receive(State(state): State<AppState>, request: Request) -> Response {
         }
     };
     answer.into_response()
+}
+
+/// A delivery refused before any flow (400 for a bad signature or payload, 408, 413): counted,
+/// logged and answered with the reason.
+fn refuse(status: StatusCode, error: &str) -> Response {
+    metrics::webhook(OTHER, "rejected");
+    note("outcome", &"rejected");
+    note("error", &error);
+    (status, Json(json!({ "error": error }))).into_response()
 }
 
 /// The metrics' name for deliveries of a type this server does not handle, or refused before

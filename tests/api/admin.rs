@@ -209,3 +209,45 @@ async fn sync_repairs_a_drifted_license_and_a_cross_site_post_changes_nothing() 
     assert!(page.contains(&format!("{subscription}: license {}: enabled", license.id)), "{page}");
     assert!(row(&page, "data-subscription", &subscription).contains(" active "), "{page}");
 }
+
+on_both_stores!(the_admin_page_shows_the_newest_fifty_of_many_subscriptions, |store| {
+    // Sixty subscriptions recorded by an earlier server (their licenses unknown to this
+    // LicenseSpring: their rows say so), the newest last.
+    let entries: Vec<serde_json::Value> = (0..60)
+        .map(|n| {
+            serde_json::json!({"sub_id": format!("sub_{n:02}"), "license_key": format!("KEY-{n:02}"),
+                "interval": "month", "license_id": 9_000_000 + n})
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("earlier.json");
+    std::fs::write(&cache, serde_json::to_string(&entries).unwrap()).unwrap();
+    let world = World::start_with(WorldOptions {
+        store,
+        settings: vec![
+            ("ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
+            ("CACHE_PATH", cache.to_str().unwrap().to_owned()),
+        ],
+        ..WorldOptions::default()
+    })
+    .await;
+    if let Some(database) = &world.database {
+        let client = database.client().await;
+        for entry in &entries {
+            client
+                .execute(
+                    "INSERT INTO subscriptions (sub_id, license_key, interval, license_id) VALUES ($1, $2, 'month', $3)",
+                    &[&entry["sub_id"].as_str(), &entry["license_key"].as_str(), &entry["license_id"].as_i64()],
+                )
+                .await
+                .unwrap();
+        }
+    }
+    let page = admin_page(&world, "").await;
+    assert!(page.contains("60 in the store") && page.contains("the newest 50 shown"), "{page}");
+    let shown: Vec<&str> =
+        page.split("data-subscription=\"").skip(1).map(|rest| &rest[..rest.find('"').unwrap()]).collect();
+    let newest: Vec<String> = (10..60).rev().map(|n| format!("sub_{n:02}")).collect();
+    assert_eq!(shown, newest, "the newest 50, newest first");
+    assert!(row(&page, "data-subscription", "sub_59").contains("KEY-59 not read:"), "{page}");
+});

@@ -41,6 +41,24 @@ fn subscribed(upstreams: &Simulators) -> (String, SimEvent) {
     (subscription, event)
 }
 
+/// A proxy in front of `database`'s server, and the `DATABASE_URL` that goes through it.
+async fn behind_proxy(database: &TestDatabase) -> (TcpProxy, String) {
+    let mut url: url::Url = database.url.parse().expect("a URL");
+    let host = url.host_str().expect("host");
+    let server: SocketAddr =
+        format!("{host}:{}", url.port().unwrap_or(5432)).parse().expect("an IP address and port");
+    let proxy = TcpProxy::start(server).await;
+    url.set_host(Some("127.0.0.1")).expect("host");
+    url.set_port(Some(proxy.address.port())).expect("port");
+    (proxy, url.to_string())
+}
+
+/// The last day of the subscription's current period, as Stripe has it.
+fn period_end(upstreams: &Simulators, subscription: &str) -> chrono::NaiveDate {
+    let end = upstreams.stripe.subscription(subscription).expect("known").current_period_end;
+    chrono::DateTime::from_timestamp(end, 0).expect("a time").date_naive()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_first_invoice_at_three_replicas_at_once_makes_one_license() {
     let Some(database) = TestDatabase::create().await else { return };
@@ -161,18 +179,11 @@ async fn a_replica_killed_mid_flow_loses_nothing_and_its_lock_is_released() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_restart_is_answered_5xx_then_everything_converges() {
     let Some(database) = TestDatabase::create().await else { return };
-    let target: url::Url = database.url.parse().expect("a URL");
-    let pg: SocketAddr = format!("{}:{}", target.host_str().expect("host"), target.port().unwrap_or(5432))
-        .parse()
-        .expect("an IP address and port");
-    let proxy = TcpProxy::start(pg).await;
-    let mut through_proxy = target.clone();
-    through_proxy.set_host(Some("127.0.0.1")).expect("host");
-    through_proxy.set_port(Some(proxy.address.port())).expect("port");
+    let (proxy, through_proxy) = behind_proxy(&database).await;
 
     let upstreams = upstreams().await;
     let home = ServerHome::new();
-    let server = home.spawn(&upstreams, &[("DATABASE_URL", through_proxy.as_str())]);
+    let server = home.spawn(&upstreams, &[("DATABASE_URL", &through_proxy)]);
     let http = http_client();
     let (before, first) = subscribed(&upstreams);
     assert_eq!(deliver(&http, &server.url(""), &first).await.expect("answered"), 200);
@@ -211,9 +222,11 @@ async fn a_database_restart_is_answered_5xx_then_everything_converges() {
         only_license(&upstreams, &by_order, subscription, "after the database came back");
     }
     let renewed = &by_order[&order_id(&before)][0];
-    let period_end = upstreams.stripe.subscription(&before).expect("known").current_period_end;
-    let period_end = chrono::DateTime::from_timestamp(period_end, 0).expect("a time").date_naive();
-    assert_eq!(renewed.validity_period, Some(period_end), "the renewal was applied once it could be");
+    assert_eq!(
+        renewed.validity_period,
+        Some(period_end(&upstreams, &before)),
+        "the renewal was applied once it could be"
+    );
     let stored: HashSet<String> = database.subscriptions().await.into_iter().collect();
     assert_eq!(stored, subscriptions.into_iter().collect::<HashSet<_>>());
 }
@@ -221,17 +234,10 @@ async fn a_database_restart_is_answered_5xx_then_everything_converges() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_that_hangs_is_answered_5xx_in_time_and_nothing_is_lost() {
     let Some(database) = TestDatabase::create().await else { return };
-    let target: url::Url = database.url.parse().expect("a URL");
-    let pg: SocketAddr = format!("{}:{}", target.host_str().expect("host"), target.port().unwrap_or(5432))
-        .parse()
-        .expect("an IP address and port");
-    let proxy = TcpProxy::start(pg).await;
-    let mut through_proxy = target.clone();
-    through_proxy.set_host(Some("127.0.0.1")).expect("host");
-    through_proxy.set_port(Some(proxy.address.port())).expect("port");
+    let (proxy, through_proxy) = behind_proxy(&database).await;
     let upstreams = upstreams().await;
     let home = ServerHome::new();
-    let server = home.spawn(&upstreams, &[("DATABASE_URL", through_proxy.as_str())]);
+    let server = home.spawn(&upstreams, &[("DATABASE_URL", &through_proxy)]);
     let http = http_client();
     let (subscription, first) = subscribed(&upstreams);
     assert_eq!(deliver(&http, &server.url(""), &first).await.expect("answered"), 200);
@@ -255,8 +261,50 @@ async fn a_database_that_hangs_is_answered_5xx_in_time_and_nothing_is_lost() {
     deliver_until_ok(&http, &server.url(""), &renewal, 40).await;
     let by_order = licenses_by_order(&upstreams);
     let license = only_license(&upstreams, &by_order, &subscription, "after the hang");
-    let period_end = upstreams.stripe.subscription(&subscription).expect("known").current_period_end;
-    let period_end = chrono::DateTime::from_timestamp(period_end, 0).expect("a time").date_naive();
-    assert_eq!(license.validity_period, Some(period_end));
+    assert_eq!(license.validity_period, Some(period_end(&upstreams, &subscription)));
     eprintln!("a hanging database: the webhook answered {status} after {waited:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_starting_at_once_migrate_the_schema_once() {
+    let Some(database) = TestDatabase::create().await else { return };
+    let upstreams = upstreams().await;
+    // Three processes started together on an empty database: each migrates at start, under the
+    // migration lock, so one creates the schema and the others find it done.
+    let starts: Vec<_> = (0..3)
+        .map(|_| {
+            let env = {
+                let mut env =
+                    crate::server_process::server_env(&upstreams, std::path::Path::new("cache.json"));
+                env.push(("DATABASE_URL".to_owned(), database.url.clone()));
+                env
+            };
+            std::thread::spawn(move || {
+                let home = ServerHome::new();
+                let server = ServerProcess::spawn(server_binary(), home.dir.path(), &env);
+                (home, server)
+            })
+        })
+        .collect();
+    let servers: Vec<_> = starts.into_iter().map(|start| start.join().expect("joined")).collect();
+    for (_, server) in &servers {
+        let server = server.as_ref().expect("every replica starts");
+        let said = server.log().join("\n");
+        assert!(!said.contains("ERROR"), "{said}");
+    }
+    let client = database.client().await;
+    let versions: Vec<i32> = client
+        .query("SELECT version FROM schema_migrations ORDER BY version", &[])
+        .await
+        .expect("schema_migrations")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(versions, [1], "each migration recorded once");
+    let http = http_client();
+    let (_, first) = subscribed(&upstreams);
+    for (_, server) in &servers {
+        let url = server.as_ref().expect("started").url("");
+        assert_eq!(deliver(&http, &url, &first).await.expect("answered"), 200, "every replica serves");
+    }
 }
