@@ -156,6 +156,13 @@ impl SubscriptionCache {
         self.read().iter().cloned().collect()
     }
 
+    /// The newest `limit` entries, newest first, and how many there are in all (without copying
+    /// the others).
+    pub fn newest(&self, limit: usize) -> (Vec<CacheEntry>, usize) {
+        let entries = self.read();
+        (entries.iter().rev().take(limit).cloned().collect(), entries.by_sub.len())
+    }
+
     pub fn len(&self) -> usize {
         self.read().by_sub.len()
     }
@@ -321,7 +328,7 @@ impl Entries {
         self.by_sub.get(sub_id).map(|(_, entry)| entry)
     }
 
-    fn iter(&self) -> impl Iterator<Item = &CacheEntry> {
+    fn iter(&self) -> impl DoubleEndedIterator<Item = &CacheEntry> {
         self.order.values().filter_map(|(sub_id, _)| self.get(sub_id))
     }
 
@@ -504,7 +511,6 @@ const STORE: &str = "cache_file";
 /// [`SubscriptionCache::check`]'s look at the disk: `path` is a file or missing, and a small file
 /// can be created beside it (then removed; nothing is fsynced).
 fn probe(path: &Path) -> Result<(), CacheError> {
-    static NEXT_PROBE: AtomicU64 = AtomicU64::new(0);
     match fs::metadata(path) {
         Ok(metadata) if !metadata.is_file() => {
             return Err(io_error(path, "use", io::Error::other("it is not a regular file")));
@@ -513,13 +519,7 @@ fn probe(path: &Path) -> Result<(), CacheError> {
         Err(error) if error.kind() == io::ErrorKind::NotFound => {}
         Err(error) => return Err(io_error(path, "look at", error)),
     }
-    let directory = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let n = NEXT_PROBE.fetch_add(1, Ordering::Relaxed);
-    let probe = directory.join(format!(".{name}.{}.probe{n}.tmp", std::process::id()));
+    let probe = temp_beside(path);
     let written = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -546,15 +546,18 @@ fn directory_of(path: &Path) -> &Path {
     }
 }
 
-fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
+/// A new name for a temporary file in `path`'s directory (`.cache.json.<pid>.<n>.tmp`): the
+/// rename of a write stays on one file system, and no two writers or probes share one.
+fn temp_beside(path: &Path) -> PathBuf {
     static NEXT_TEMP: AtomicU64 = AtomicU64::new(0);
-    let directory = directory_of(path);
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let temp = directory.join(format!(
-        ".{name}.{}.{}.tmp",
-        std::process::id(),
-        NEXT_TEMP.fetch_add(1, Ordering::Relaxed)
-    ));
+    let n = NEXT_TEMP.fetch_add(1, Ordering::Relaxed);
+    directory_of(path).join(format!(".{name}.{}.{n}.tmp", std::process::id()))
+}
+
+fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let directory = directory_of(path);
+    let temp = temp_beside(path);
     let result = (|| {
         let mut file = fs::OpenOptions::new().write(true).create_new(true).open(&temp)?;
         // Keep the old file's permissions (best effort: a new file keeps the default ones).

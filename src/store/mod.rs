@@ -123,10 +123,8 @@ impl Store {
     /// never the whole table).
     pub async fn newest(&self, limit: usize) -> Result<(Vec<CacheEntry>, usize), StoreError> {
         match self {
-            Store::File { cache, .. } => {
-                let all = cache.list();
-                Ok((all.iter().rev().take(limit).cloned().collect(), all.len()))
-            }
+            Store::File { cache, .. } => Ok(cache.newest(limit)),
+            // A snapshot keeps no order (the commands never ask for the newest).
             Store::Snapshot { snapshot, .. } => {
                 let all = snapshot.list();
                 Ok((all.iter().take(limit).cloned().collect(), all.len()))

@@ -166,22 +166,7 @@ impl PgStore {
         if pruned > 0 {
             tracing::info!(pruned, "deliveries older than {DELIVERIES_KEPT_DAYS} days deleted");
         }
-        // And once a day while it runs; the task ends with the store (it holds only a weak handle).
-        let statements = store.statements.weak();
-        let target = store.target.clone();
-        tokio::spawn(async move {
-            let mut daily = tokio::time::interval(Duration::from_secs(24 * 60 * 60));
-            daily.tick().await;
-            loop {
-                daily.tick().await;
-                let Some(statements) = statements.upgrade() else { return };
-                if let Ok(client) = statements.get().await
-                    && let Err(error) = prune(&client, &target).await
-                {
-                    tracing::warn!(%error, "old deliveries could not be deleted; trying again tomorrow");
-                }
-            }
-        });
+        tokio::spawn(prune_daily(store.statements.weak(), store.target.clone()));
         Ok(store)
     }
 
@@ -587,6 +572,21 @@ async fn prune(client: &Object, target: &str) -> Result<u64, DatabaseError> {
     match tokio::time::timeout(STATEMENT_TIMEOUT * 6, client.execute(sql, &[&DELIVERIES_KEPT_DAYS])).await {
         Ok(result) => result.map_err(|e| failed(target, &e)),
         Err(_) => Err(DatabaseError::Timeout { target: target.to_owned(), after: STATEMENT_TIMEOUT * 6 }),
+    }
+}
+
+/// [`prune`] once a day while the store lives (the task holds only a weak handle on its pool).
+async fn prune_daily(statements: deadpool_postgres::WeakPool, target: String) {
+    let mut daily = tokio::time::interval(Duration::from_secs(24 * 60 * 60));
+    daily.tick().await;
+    loop {
+        daily.tick().await;
+        let Some(statements) = statements.upgrade() else { return };
+        if let Ok(client) = statements.get().await
+            && let Err(error) = prune(&client, &target).await
+        {
+            tracing::warn!(%error, "old deliveries could not be deleted; trying again tomorrow");
+        }
     }
 }
 

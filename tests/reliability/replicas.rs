@@ -100,6 +100,27 @@ async fn the_same_first_invoice_at_three_replicas_at_once_makes_one_license() {
     );
     let stored: HashSet<String> = database.subscriptions().await.into_iter().collect();
     assert_eq!(stored, subscriptions.iter().cloned().collect(), "each stored once");
+    // Each subscription stored once, by whichever replica created it: the replicas' metrics say so.
+    let mut inserts = 0.0;
+    for (_, server) in &servers {
+        let text =
+            http.get(server.url("/metrics")).send().await.expect("answered").text().await.expect("text");
+        inserts += text
+            .lines()
+            .filter(|line| {
+                line.starts_with("stripe_licensespring_store_writes_total{")
+                    && ["store=\"postgres\"", "operation=\"insert\"", "result=\"ok\""]
+                        .iter()
+                        .all(|l| line.contains(l))
+            })
+            .map(|line| line.rsplit(' ').next().and_then(|n| n.parse::<f64>().ok()).expect("a count"))
+            .sum::<f64>();
+    }
+    assert_eq!(
+        inserts,
+        subscriptions.len() as f64,
+        "one insert per subscription, counted by the replica that made it"
+    );
     // Nine deliveries of each event, one record of it, all counted.
     let client = database.client().await;
     let rows =
