@@ -18,7 +18,7 @@ use sim::stripe::{StripeSim, StripeSimError, SubscribeOptions};
 use super::simulators::Simulators;
 use crate::billing::{Billing, BillingError};
 use crate::commands::{Progress, reconcile};
-use crate::web::{ErrorPage, PanelHtml, StorePanel};
+use crate::web::{MessagePage, PanelHtml, StorePanel};
 
 /// How long a renew or cancel button waits for the app to have handled the simulator's webhook,
 /// so that the page it returns to already shows the result. Bounded: a failing app must not hang
@@ -380,6 +380,5 @@ fn back_home(result: Result<(), StripeSimError>) -> Response {
 }
 
 fn sandbox_refusal(status: StatusCode, message: String) -> Response {
-    let page = ErrorPage { title: "The sandbox could not do that".to_owned(), message };
-    (status, page).into_response()
+    (status, MessagePage::error("The sandbox could not do that", message)).into_response()
 }

@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use super::{AppState, ErrorPage, MessagePage, note};
+use super::{AppState, MessagePage, note};
 use crate::billing::BillingError;
 use crate::model::SubscriptionId;
 use crate::stripe::{CheckoutSession, StripeError};
@@ -41,12 +41,11 @@ fn is_checkout_session_id(id: &str) -> bool {
 }
 
 fn page(status: StatusCode, title: &str, message: &str) -> Response {
-    let page = MessagePage { title: title.to_owned(), message: message.to_owned() };
-    (status, page).into_response()
+    (status, MessagePage::notice(title, message)).into_response()
 }
 
 fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
-    (status, ErrorPage { title: title.to_owned(), message: message.to_owned() }).into_response()
+    (status, MessagePage::error(title, message)).into_response()
 }
 
 fn not_a_session() -> Response {

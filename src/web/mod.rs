@@ -206,31 +206,24 @@ pub(crate) fn note(field: &'static str, value: &dyn std::fmt::Display) {
 /// The name at the top of every page.
 pub const STORE_NAME: &str = "Software store";
 
-/// A page saying what went wrong, with a link back to the store.
-#[derive(Template, WebTemplate)]
-#[template(path = "message.html")]
-pub struct ErrorPage {
-    pub title: String,
-    pub message: String,
-}
-
-impl ErrorPage {
-    fn tone(&self) -> &'static str {
-        "error"
-    }
-}
-
-/// A page saying how things stand (nothing went wrong), with a link back to the store.
+/// A page saying in a sentence how things stand, with a link back to the store: an error (what
+/// went wrong and what to do) or a notice (nothing went wrong).
 #[derive(Template, WebTemplate)]
 #[template(path = "message.html")]
 pub struct MessagePage {
     pub title: String,
     pub message: String,
+    /// The card's style: `error` or `notice`.
+    tone: &'static str,
 }
 
 impl MessagePage {
-    fn tone(&self) -> &'static str {
-        "notice"
+    pub fn error(title: &str, message: impl Into<String>) -> MessagePage {
+        MessagePage { title: title.to_owned(), message: message.into(), tone: "error" }
+    }
+
+    pub fn notice(title: &str, message: impl Into<String>) -> MessagePage {
+        MessagePage { title: title.to_owned(), message: message.into(), tone: "notice" }
     }
 }
 

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{AppState, ErrorPage, PanelHtml, note};
+use super::{AppState, MessagePage, PanelHtml, note};
 use crate::StartError;
 use crate::stripe::{Price, StripeClient, StripeError};
 
@@ -202,10 +202,10 @@ pub(super) async fn create_payment_link_redirect(State(state): State<AppState>, 
         Ok(price) => price,
         Err(error) => {
             note("error", &error);
-            let page = ErrorPage {
-                title: "That plan is not sold here".to_owned(),
-                message: "Please pick one of the plans on the store page.".to_owned(),
-            };
+            let page = MessagePage::error(
+                "That plan is not sold here",
+                "Please pick one of the plans on the store page.",
+            );
             return (StatusCode::BAD_REQUEST, page).into_response();
         }
     };
@@ -214,10 +214,10 @@ pub(super) async fn create_payment_link_redirect(State(state): State<AppState>, 
         Ok(link) => Redirect::to(&link.url).into_response(),
         Err(error) => {
             note("error", &error);
-            let page = ErrorPage {
-                title: "The checkout could not be opened".to_owned(),
-                message: "Our payment provider did not answer. Please try again in a minute.".to_owned(),
-            };
+            let page = MessagePage::error(
+                "The checkout could not be opened",
+                "Our payment provider did not answer. Please try again in a minute.",
+            );
             (StatusCode::BAD_GATEWAY, page).into_response()
         }
     }
